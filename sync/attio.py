@@ -1,0 +1,258 @@
+"""The Attio REST API v2: a thin client, and pure readers of its record and value shapes."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from urllib.parse import quote
+
+import requests
+
+from sync.http import TIMEOUT, RateLimiter, RequestStats, make_session
+from sync.models import Deal, Person, StageValue, format_time, parse_time
+from sync.redact import Redactor
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 500
+# Consecutive query pages overlap by this many rows, so a record deleted mid-scan cannot shift
+# another past the page boundary unseen; callers drop the repeats by key.
+PAGE_OVERLAP = 10
+IN_CHUNK = 200
+
+
+class AttioError(Exception):
+    """Attio answered with an error, or could not be reached. The message is safe to print."""
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class AttioAuthError(AttioError):
+    """The token was refused (401/403): a configuration problem."""
+
+
+class AttioNotFound(AttioError):
+    """404: the object, list, attribute or record does not exist."""
+
+
+@dataclass
+class Page:
+    """One page of a query, with the `Date` Attio stamped on it (its clock, not ours)."""
+
+    rows: list[dict]
+    date: datetime | None
+
+
+# ---- pure readers of Attio's shapes ---------------------------------------------------------
+
+
+def stage_value(raw: dict) -> StageValue:
+    """A status value (record or entry) as a StageValue; keyed on ids, titles as Attio gives them."""
+    status = raw["status"]
+    ids = status["id"]
+    return StageValue(
+        status_id=ids["status_id"],
+        title=status.get("title") or "",
+        active_from=parse_time(raw["active_from"]),
+        attribute_id=ids["attribute_id"],
+        parent_id=ids["object_id"],
+    )
+
+
+def current_stage(values: dict, attribute: str) -> StageValue | None:
+    """The active value of the stage attribute in a record's `values` (or an entry's `entry_values`)."""
+    active = [v for v in values.get(attribute) or [] if v.get("active_until") is None]
+    return stage_value(active[-1]) if active else None
+
+
+def _first(values: dict, slug: str) -> dict | None:
+    items = values.get(slug) or []
+    return items[0] if items else None
+
+
+def text_of(value: dict | None) -> str | None:
+    """The text a value shows, whatever its simple type (text, number, select, email...)."""
+    if not value:
+        return None
+    for key in ("value", "full_name", "email_address", "domain"):
+        if value.get(key) not in (None, ""):
+            return str(value[key])
+    option = value.get("option")
+    if isinstance(option, dict) and option.get("title"):
+        return str(option["title"])
+    return None
+
+
+def deal_from_record(record: dict) -> Deal:
+    """What an event needs from a deal record (standard deal attribute slugs)."""
+    values = record.get("values") or {}
+    money = _first(values, "value") or {}
+    owner = _first(values, "owner") or {}
+    company = _first(values, "associated_company") or {}
+    people = tuple(
+        v["target_record_id"] for v in values.get("associated_people") or [] if v.get("target_record_id")
+    )
+    return Deal(
+        record_id=record["id"]["record_id"],
+        name=text_of(_first(values, "name")),
+        value=money.get("currency_value"),
+        currency=money.get("currency_code"),
+        owner_id=owner.get("referenced_actor_id") if owner.get("referenced_actor_type") == "workspace-member" else None,
+        people_ids=people,
+        company_id=company.get("target_record_id"),
+        web_url=record.get("web_url"),
+    )
+
+
+def person_from_record(record: dict, user_id_attribute: str | None) -> Person:
+    """A person's emails (Attio's order, normalised form) and, if configured, the app's user id."""
+    values = record.get("values") or {}
+    emails = tuple(
+        v["email_address"] for v in values.get("email_addresses") or [] if v.get("email_address")
+    )
+    user_id = text_of(_first(values, user_id_attribute)) if user_id_attribute else None
+    return Person(record_id=record["id"]["record_id"], emails=emails, user_id=user_id)
+
+
+def company_name(record: dict) -> str | None:
+    return text_of(_first(record.get("values") or {}, "name"))
+
+
+def member_name(member: dict) -> str | None:
+    name = " ".join(p for p in (member.get("first_name"), member.get("last_name")) if p)
+    return name or None
+
+
+def active_from_filter(attribute: str, since: datetime) -> dict:
+    """Attio's filter for records whose current stage value was written at or after `since`."""
+    return {attribute: {"active_from": {"$gte": format_time(since)}}}
+
+
+# ---- the client -----------------------------------------------------------------------------
+
+
+class AttioClient:
+    """Attio over HTTP: one Session per thread, one rate limiter and one set of counts for all."""
+
+    def __init__(self, base_url: str, api_key: str, max_rps: float, redactor: Redactor | None = None):
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
+        self.stats = RequestStats()
+        self.limiter = RateLimiter(max_rps)
+        self.redact = redactor or Redactor([api_key])
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = make_session(self.stats, self.limiter)
+        return session
+
+    def request(self, method: str, path: str, params: dict | None = None, body: dict | None = None) -> Page:
+        """One call; raises AttioError (or a subclass) with Attio's own message on any failure."""
+        self.limiter.wait()
+        self.stats.add(requests=1)
+        try:
+            response = self._session().request(
+                method, self.base_url + path, params=params, json=body, headers=self._headers, timeout=TIMEOUT
+            )
+        except requests.RequestException as exc:
+            raise AttioError(self.redact(f"Attio could not be reached ({type(exc).__name__}: {exc})")) from None
+        log.debug("%s %s -> %s", method, response.url, response.status_code)
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        if response.status_code >= 400:
+            self._raise(response.status_code, payload, path)
+        if not isinstance(payload, dict):
+            raise AttioError(f"Attio sent a response that is not JSON for {method} {path} "
+                             f"(HTTP {response.status_code})")
+        # Most endpoints wrap their answer in `data`; /v2/self does not.
+        data = payload.get("data", payload)
+        rows = data if isinstance(data, list) else [data] if isinstance(data, dict) else []
+        date = response.headers.get("Date")
+        return Page(rows=rows, date=parsedate_to_datetime(date) if date else None)
+
+    def _raise(self, status: int, payload: object, path: str) -> None:
+        body = payload if isinstance(payload, dict) else {}
+        message = str(body.get("message") or f"HTTP {status}")
+        code = body.get("code")
+        text = self.redact(f"Attio answered {status} ({code or body.get('type') or 'error'}) for {path}: {message}")
+        if status in (401, 403):
+            raise AttioAuthError(text, status, code)
+        if status == 404:
+            raise AttioNotFound(text, status, code)
+        raise AttioError(text, status, code)
+
+    def get_one(self, path: str, params: dict | None = None) -> dict:
+        """A GET whose `data` is one object."""
+        page = self.request("GET", path, params=params)
+        return page.rows[0] if page.rows else {}
+
+    def query(self, path: str, filter: dict | None = None, page_size: int | None = None) -> Iterator[Page]:
+        """Every page of a records or entries query, oldest created first (a stable order for offsets)."""
+        page_size = page_size or PAGE_SIZE
+        offset = 0
+        step = max(1, page_size - min(PAGE_OVERLAP, page_size // 5))
+        while True:
+            body: dict = {"sorts": [{"direction": "asc", "attribute": "created_at"}], "limit": page_size,
+                          "offset": offset}
+            if filter:
+                body["filter"] = filter
+            page = self.request("POST", path, body=body)
+            yield page
+            if len(page.rows) < page_size:
+                return
+            offset += step
+
+    def values(self, path: str, page_size: int | None = None) -> list[dict]:
+        """Every value of an attribute, past ones included, oldest first (paged)."""
+        page_size = page_size or PAGE_SIZE
+        rows: list[dict] = []
+        offset = 0
+        while True:
+            page = self.request("GET", path, params={"show_historic": "true", "limit": page_size, "offset": offset})
+            rows.extend(page.rows)
+            if len(page.rows) < page_size:
+                return rows
+            offset += page_size
+
+    # -- endpoints, by name --
+
+    def check_token(self) -> dict:
+        """GET /v2/self; an inactive token is an auth error."""
+        info = self.get_one("/v2/self")
+        if not info.get("active"):
+            raise AttioAuthError("Attio says ATTIO_API_KEY is not active: create a new access token", 401)
+        return info
+
+    def attributes(self, target: str, identifier: str) -> list[dict]:
+        return self.request("GET", f"/v2/{target}/{quote(identifier)}/attributes").rows
+
+    def statuses(self, target: str, identifier: str, attribute: str) -> list[dict]:
+        path = f"/v2/{target}/{quote(identifier)}/attributes/{quote(attribute)}/statuses"
+        return self.request("GET", path, params={"show_archived": "true"}).rows
+
+    def record(self, object_: str, record_id: str) -> dict:
+        return self.get_one(f"/v2/objects/{quote(object_)}/records/{quote(record_id)}")
+
+    def records_by_id(self, object_: str, record_ids: Sequence[str]) -> list[dict]:
+        """The records with these ids, in batches of `record_id $in` queries."""
+        unique = list(dict.fromkeys(record_ids))
+        found: list[dict] = []
+        for start in range(0, len(unique), IN_CHUNK):
+            chunk = unique[start:start + IN_CHUNK]
+            for page in self.query(f"/v2/objects/{quote(object_)}/records/query", {"record_id": {"$in": chunk}}):
+                found.extend(page.rows)
+        return found
+
+    def workspace_members(self) -> list[dict]:
+        return self.request("GET", "/v2/workspace_members").rows

@@ -1,0 +1,101 @@
+"""`run --backfill`: every deal's history, sending the transitions in [since, until), resumably."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from datetime import datetime
+from itertools import islice
+
+from tqdm import tqdm
+
+from sync.delivery import DeliveryStopped, deliver
+from sync.job import Context, events_for, record_new, snapshot_row
+from sync.models import Current, Transition, format_time
+from sync.poll import BASELINE, EPOCH, POLL
+from sync.transitions import in_range
+from sync.usermaven import BATCH_EVENTS
+
+log = logging.getLogger(__name__)
+
+BATCH = 50  # deals per commit: what a killed backfill reads again at most
+
+
+def backfill_id(ctx: Context, since: datetime, until: datetime | None) -> str:
+    """The same arguments on the same pipeline give the same id, so a second start resumes the first."""
+    target, identifier = ctx.pipeline.target
+    key = f"{target}/{identifier}/{ctx.pipeline.attribute}/{format_time(since)}/{until and format_time(until)}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def backfill(ctx: Context, since: datetime, until: datetime | None) -> None:
+    """Walk every deal, record the transitions in range that the ledger lacks, and send them as it goes.
+
+    Each batch of deals is committed with its ledger rows and marked done, so a killed backfill started
+    again with the same arguments skips the deals it finished. On an empty state it also records the
+    baseline snapshot, and the checkpoint at the moment it began (Attio's clock).
+    """
+    store = ctx.store
+    empty = store.checkpoint(POLL) is None
+    run_id = backfill_id(ctx, since, until)
+    if store.start_backfill(run_id, format_time(since), until and format_time(until)):
+        log.info("resuming the unfinished backfill since %s", format_time(since))
+    total = _count_deals(ctx) if ctx.show_progress else None
+    bar = tqdm(total=total, unit="deal", desc="backfill", disable=not ctx.show_progress, dynamic_ncols=True)
+    started: list[datetime] = []
+
+    def todo() -> Iterator[Current]:
+        for page in ctx.pipeline.scan(None):
+            if page.date and not started:
+                started.append(page.date)
+            fresh = page.currents
+            if empty:
+                with store.atomic():
+                    store.save_snapshot(snapshot_row(c) for c in fresh)
+            done = store.done_keys(run_id, [c.ref.key for c in fresh])
+            bar.update(len(done))
+            ctx.summary.deals_read += len(fresh) - len(done)
+            yield from (c for c in fresh if c.ref.key not in done)
+
+    def select(current: Current, transitions: list[Transition]) -> list[Transition]:
+        return in_range(transitions, since, until)
+
+    delivering = True
+    pairs = ctx.pipeline.with_histories(todo())
+    try:
+        while batch := list(islice(pairs, BATCH)):
+            found = events_for(ctx, batch, select, origin="backfill")
+            with store.atomic():
+                record_new(ctx, found, origin="backfill")
+                store.mark_done(run_id, (current.ref.key for current, _ in batch))
+            bar.update(len(batch))
+            if delivering:
+                delivering = _deliver(ctx, full_batches_only=True)
+    finally:
+        pairs.close()
+        bar.close()
+    if empty:
+        checkpoint = format_time(started[0] if started else EPOCH)
+        with store.atomic():
+            store.set_checkpoint(BASELINE, checkpoint)
+            store.set_checkpoint(POLL, checkpoint)
+    store.finish_backfill(run_id)
+    if delivering:
+        _deliver(ctx)
+
+
+def _deliver(ctx: Context, full_batches_only: bool = False) -> bool:
+    """Send what is pending; False once Usermaven stops taking events (the rest stay pending)."""
+    try:
+        deliver(ctx, min_batch=BATCH_EVENTS if full_batches_only else 1)
+    except DeliveryStopped as exc:
+        ctx.summary.errors.append(str(exc))
+        log.error("%s; the backfill goes on recording, and the events stay pending for the next run", exc)
+        return False
+    return True
+
+
+def _count_deals(ctx: Context) -> int:
+    """How many deals there are, for the progress bar (one query per page of ids, no histories)."""
+    return sum(len(page.currents) for page in ctx.pipeline.scan(None))

@@ -1,0 +1,161 @@
+"""Configuration: environment variables, optionally read from a TOML file (the environment wins)."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+class ConfigError(Exception):
+    """Every problem found in the configuration, each with what to do about it."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("configuration error:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str | None
+    secret: bool = False
+    required: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("ATTIO_API_KEY", None, secret=True, required=True),
+    Setting("ATTIO_BASE_URL", "https://api.attio.com"),
+    Setting("ATTIO_OBJECT", "deals"),
+    Setting("ATTIO_STAGE_ATTRIBUTE", "stage"),
+    Setting("ATTIO_USER_ID_ATTRIBUTE", None),
+    Setting("ATTIO_LIST", None),
+    Setting("ATTIO_MAX_RPS", "50"),
+    Setting("ATTIO_CONCURRENCY", "8"),
+    Setting("USERMAVEN_API_KEY", None, secret=True, required=True),
+    Setting("USERMAVEN_SERVER_TOKEN", None, secret=True, required=True),
+    Setting("USERMAVEN_EVENTS_URL", "https://events.usermaven.com/api/v1/s2s/event"),
+    Setting("USERMAVEN_SITE_URL", None, required=True),
+    Setting("USERMAVEN_EVENT_TYPE", "Deal Stage Changed"),
+    Setting("SYNC_STATE_DB", "state/sync.db"),
+    Setting("SYNC_OVERLAP_SECONDS", "300"),
+)
+NAMES = {s.name for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Config:
+    attio_api_key: str
+    attio_base_url: str
+    attio_object: str
+    attio_stage_attribute: str
+    attio_user_id_attribute: str | None
+    attio_list: str | None
+    attio_max_rps: float
+    attio_concurrency: int
+    usermaven_api_key: str
+    usermaven_server_token: str
+    usermaven_events_url: str
+    usermaven_site_url: str
+    usermaven_event_type: str
+    state_db: Path
+    overlap_seconds: int
+
+    @property
+    def secrets(self) -> list[str]:
+        """Values that must never appear in output, logs, errors or the database."""
+        token = f"{self.usermaven_api_key}.{self.usermaven_server_token}"
+        return [s for s in (token, self.attio_api_key, self.usermaven_api_key, self.usermaven_server_token) if s]
+
+
+def _read_file(path: Path, problems: list[str]) -> dict[str, str]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        problems.append(f"config file {path} does not exist: give an existing TOML file to --config")
+        return {}
+    except OSError as exc:
+        problems.append(f"config file {path} cannot be read ({exc.strerror}): check its permissions")
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(f"config file {path} is not valid TOML ({exc}): fix the syntax")
+        return {}
+    values: dict[str, str] = {}
+    for key, value in data.items():
+        if key not in NAMES:
+            problems.append(f"config file {path}: unknown key {key!r}; the keys are the variable names in the README")
+        elif isinstance(value, bool) or not isinstance(value, str | int | float):
+            problems.append(f"config file {path}: {key} must be a string or a number")
+        else:
+            values[key] = str(value)
+    return values
+
+
+def _check_url(name: str, value: str, problems: list[str]) -> None:
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        problems.append(f"{name} must be an http(s) URL such as https://example.com, got {value!r}")
+
+
+def _number(name: str, value: str, problems: list[str], kind: type) -> float | int:
+    try:
+        number = kind(value)
+    except ValueError:
+        problems.append(f"{name} must be a positive {kind.__name__ if kind is int else 'number'}, got {value!r}")
+        return 1
+    if number <= 0:
+        problems.append(f"{name} must be greater than 0, got {value!r}")
+    return number
+
+
+def load_config(
+    environ: Mapping[str, str],
+    config_file: Path | None = None,
+    state_override: Path | None = None,
+    need_credentials: bool = True,
+) -> Config:
+    """Read and check every setting; raise ConfigError naming each problem (never a secret's value).
+
+    `need_credentials=False` is for commands that only read the state database (`status`).
+    """
+    problems: list[str] = []
+    file_values = _read_file(config_file, problems) if config_file else {}
+    raw: dict[str, str | None] = {}
+    for setting in SETTINGS:
+        value = environ.get(setting.name) or file_values.get(setting.name) or setting.default
+        raw[setting.name] = value.strip() if value else None
+        if setting.required and need_credentials and not raw[setting.name]:
+            where = " or in the --config file" if config_file else ""
+            problems.append(f"{setting.name} is not set: set it in the environment{where}")
+
+    for name in ("ATTIO_BASE_URL", "USERMAVEN_EVENTS_URL", "USERMAVEN_SITE_URL"):
+        if raw[name] and (need_credentials or name != "USERMAVEN_SITE_URL"):
+            _check_url(name, raw[name], problems)
+    for name in ("ATTIO_OBJECT", "ATTIO_STAGE_ATTRIBUTE", "USERMAVEN_EVENT_TYPE"):
+        if not raw[name]:
+            problems.append(f"{name} must not be empty")
+    max_rps = _number("ATTIO_MAX_RPS", raw["ATTIO_MAX_RPS"] or "", problems, float)
+    concurrency = _number("ATTIO_CONCURRENCY", raw["ATTIO_CONCURRENCY"] or "", problems, int)
+    overlap = _number("SYNC_OVERLAP_SECONDS", raw["SYNC_OVERLAP_SECONDS"] or "", problems, int)
+    if problems:
+        raise ConfigError(problems)
+    return Config(
+        attio_api_key=raw["ATTIO_API_KEY"] or "",
+        attio_base_url=(raw["ATTIO_BASE_URL"] or "").rstrip("/"),
+        attio_object=raw["ATTIO_OBJECT"] or "",
+        attio_stage_attribute=raw["ATTIO_STAGE_ATTRIBUTE"] or "",
+        attio_user_id_attribute=raw["ATTIO_USER_ID_ATTRIBUTE"],
+        attio_list=raw["ATTIO_LIST"],
+        attio_max_rps=float(max_rps),
+        attio_concurrency=int(concurrency),
+        usermaven_api_key=raw["USERMAVEN_API_KEY"] or "",
+        usermaven_server_token=raw["USERMAVEN_SERVER_TOKEN"] or "",
+        usermaven_events_url=raw["USERMAVEN_EVENTS_URL"] or "",
+        usermaven_site_url=raw["USERMAVEN_SITE_URL"] or "",
+        usermaven_event_type=raw["USERMAVEN_EVENT_TYPE"] or "",
+        state_db=state_override or Path(raw["SYNC_STATE_DB"] or "state/sync.db"),
+        overlap_seconds=int(overlap),
+    )

@@ -1,0 +1,97 @@
+"""Sending the ledger's pending events to Usermaven, and releasing held ones whose person is now known."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+
+from sync.events import for_display, for_sending, with_identity
+from sync.job import Context
+from sync.store import HELD
+from sync.usermaven import UsermavenAuthError, UsermavenRejected, UsermavenUnavailable, batches
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryStopped(Exception):
+    """Usermaven cannot take events now (down, or the token refused); the rest stay pending."""
+
+
+def release_held(ctx: Context) -> None:
+    """Look again at every held event's deal and people; those with an identity now become pending."""
+    held = ctx.store.rows(HELD)
+    if not held:
+        return
+    by_record: dict[str, list[dict]] = defaultdict(list)
+    for row in held:
+        by_record[row["record_id"]].append(row)
+    deals = ctx.pipeline.deals_by_id(list(by_record))
+    ctx.resolver.forget_people(p for deal in deals.values() for p in deal.people_ids)
+    ctx.resolver.load(deals.values())
+    with ctx.store.atomic():
+        for record_id, rows in by_record.items():
+            deal = deals.get(record_id)
+            if deal is None:
+                reason = "the deal no longer exists in Attio"
+                identity = None
+            else:
+                identity, reason = ctx.resolver.identity(deal)
+            for row in rows:
+                if identity is not None:
+                    ctx.store.release(row["event_id"], with_identity(row["payload"], identity))
+                    ctx.summary.released += 1
+                elif reason != row["reason"]:
+                    ctx.store.hold(row["event_id"], reason or "no identity")
+    if ctx.summary.released:
+        log.info("released %d held event(s) whose person now has an identity", ctx.summary.released)
+
+
+def deliver(ctx: Context, min_batch: int = 1) -> None:
+    """Send every pending event, oldest first, in batches; mark each batch sent when Usermaven says 200.
+
+    With `min_batch` above 1 only full batches go out and the tail waits for the next call (a backfill
+    sends as it reads without a half-empty request per step). A batch Usermaven rejects (400) is retried
+    one event at a time so that only the bad events are marked failed. Raises DeliveryStopped when
+    Usermaven is unreachable or refuses the token. A dry run prints the events instead, once each (its
+    state is a throwaway copy, where they are marked sent).
+    """
+    for chunk in ctx.store.iter_pending():
+        if ctx.dry_run:
+            for row in chunk:
+                ctx.out.write(json.dumps(for_display(row["payload"]), ensure_ascii=False) + "\n")
+            ctx.out.flush()
+            with ctx.store.atomic():
+                ctx.store.mark_sent([row["event_id"] for row in chunk])
+            ctx.summary.printed += len(chunk)
+            continue
+        for indexes in batches([row["payload"] for row in chunk]):
+            if len(indexes) < min_batch:
+                return
+            _send([chunk[i] for i in indexes], ctx)
+
+
+def _send(rows: list[dict], ctx: Context) -> None:
+    ids = [row["event_id"] for row in rows]
+    events = [for_sending(row["payload"], ctx.config.usermaven_api_key) for row in rows]
+    try:
+        ctx.usermaven.send(events)
+    except UsermavenAuthError as exc:
+        raise DeliveryStopped(str(exc)) from None
+    except UsermavenUnavailable as exc:
+        with ctx.store.atomic():
+            ctx.store.note_attempt(ids, str(exc))
+        raise DeliveryStopped(str(exc)) from None
+    except UsermavenRejected as exc:
+        if len(rows) > 1:
+            for row in rows:
+                _send([row], ctx)
+            return
+        with ctx.store.atomic():
+            ctx.store.mark_failed(ids, str(exc))
+        ctx.summary.failed += 1
+        log.error("event %s (deal %s → %s) failed: %s", ids[0], rows[0]["deal_key"], rows[0]["to_stage"], exc)
+        return
+    with ctx.store.atomic():
+        ctx.store.mark_sent(ids)
+    ctx.summary.sent += len(ids)

@@ -1,0 +1,97 @@
+"""HTTP plumbing shared by both clients: retries, a rate limiter, request counts."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+TIMEOUT = (10, 60)  # connect, read (seconds)
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+BACKOFF_FACTOR = 0.5  # seconds; doubles each retry (the tests set it to 0)
+
+
+class RateLimiter:
+    """Spaces requests evenly so that no more than `per_second` start in any second, across threads."""
+
+    def __init__(self, per_second: float):
+        self.interval = 1.0 / per_second
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        if slot > now:
+            time.sleep(slot - now)
+
+
+@dataclass
+class RequestStats:
+    """What a client did: attempts made (retries included), retries, and 429s received."""
+
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, requests: int = 0, retries: int = 0, rate_limited: int = 0) -> None:
+        with self._lock:
+            self.requests += requests
+            self.retries += retries
+            self.rate_limited += rate_limited
+
+
+def _retry_class(stats: RequestStats, limiter: RateLimiter | None) -> type[Retry]:
+    """A urllib3 Retry that counts each retry and passes it through the rate limiter.
+
+    urllib3 copies a Retry for every attempt with type(self)(...), so per-client state lives on a
+    subclass made for that client.
+    """
+
+    class CountingRetry(Retry):
+        def increment(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            response = kwargs.get("response")
+            new = super().increment(*args, **kwargs)
+            stats.add(requests=1, retries=1, rate_limited=int(getattr(response, "status", 0) == 429))
+            return new
+
+        def sleep(self, response=None) -> None:  # type: ignore[no-untyped-def]
+            super().sleep(response)
+            if limiter is not None:
+                limiter.wait()
+
+    return CountingRetry
+
+
+def make_session(
+    stats: RequestStats,
+    limiter: RateLimiter | None = None,
+    retries: int = 6,
+    pool_size: int = 16,
+) -> requests.Session:
+    """A Session whose adapter retries 429 (honouring Retry-After, HTTP date or seconds), 5xx and
+    connection errors with exponential backoff.
+
+    Every verb is retried: Attio's POST queries are reads, and Usermaven drops a resent event by its id.
+    """
+    retry = _retry_class(stats, limiter)(
+        total=retries,
+        backoff_factor=BACKOFF_FACTOR,
+        backoff_max=30,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=None,
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=pool_size, pool_maxsize=pool_size)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session

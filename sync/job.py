@@ -1,0 +1,119 @@
+"""What one command works with (clients, store, settings), what it counts, and the step every command
+shares: deals with their histories → new ledger rows."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from sync.attio import AttioClient
+from sync.config import Config
+from sync.events import EventSettings, build_event
+from sync.models import Current, Deal, StageValue, Transition, format_time
+from sync.pipeline import Pipeline
+from sync.resolve import Resolver
+from sync.store import HELD, PENDING, Store
+from sync.transitions import transitions_from_history
+from sync.usermaven import UsermavenClient
+
+
+@dataclass
+class Summary:
+    """The counts a run reports and logs."""
+
+    deals_read: int = 0
+    transitions: int = 0
+    held: int = 0
+    released: int = 0
+    sent: int = 0
+    failed: int = 0
+    printed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Context:
+    config: Config
+    store: Store
+    attio: AttioClient
+    usermaven: UsermavenClient
+    pipeline: Pipeline
+    resolver: Resolver
+    dry_run: bool = False
+    out: TextIO = sys.stdout
+    show_progress: bool = False
+    summary: Summary = field(default_factory=Summary)
+
+    @property
+    def settings(self) -> EventSettings:
+        return EventSettings(event_type=self.config.usermaven_event_type, site_url=self.config.usermaven_site_url)
+
+
+def ledger_row(transition: Transition, event: dict, origin: str, held_reason: str | None) -> dict:
+    """A ledger row for a transition: pending, or held with the reason when its user is unknown."""
+    return {
+        "event_id": transition.event_id,
+        "deal_key": transition.deal.key,
+        "record_id": transition.deal.record_id,
+        "entry_id": transition.deal.entry_id,
+        "from_stage_id": transition.from_stage_id,
+        "from_stage": transition.from_stage,
+        "to_stage_id": transition.to_stage_id,
+        "to_stage": transition.to_stage,
+        "changed_at": format_time(transition.changed_at),
+        "payload": event,
+        "state": HELD if held_reason else PENDING,
+        "reason": held_reason,
+        "origin": origin,
+    }
+
+
+def snapshot_row(current: Current, history: Sequence[StageValue] = ()) -> dict:
+    """The snapshot of a deal: the stage it is in now and since when."""
+    stage = current.stage or (max(history, key=lambda v: v.active_from) if history else None)
+    return {
+        "key": current.ref.key,
+        "record_id": current.ref.record_id,
+        "entry_id": current.ref.entry_id,
+        "stage_id": stage.status_id if stage else None,
+        "stage_title": stage.title if stage else None,
+        "stage_since": format_time(stage.active_from) if stage else None,
+    }
+
+
+Selector = Callable[[Current, list[Transition]], list[Transition]]
+
+
+def events_for(ctx: Context, batch: Sequence[tuple[Current, list[StageValue]]], select: Selector,
+               origin: str) -> list[tuple[Transition, dict, str | None]]:
+    """For each deal's history, the transitions `select` keeps, each with its event and held reason.
+
+    People, companies and owners for the whole batch are fetched together.
+    """
+    chosen = [(current, select(current, transitions_from_history(current.ref, history)))
+              for current, history in batch]
+    chosen = [(current, transitions) for current, transitions in chosen if transitions]
+    if not chosen:
+        return []
+    deals = ctx.pipeline.deals(current for current, _ in chosen)
+    ctx.resolver.load(deals.values())
+    result = []
+    for current, transitions in chosen:
+        deal = deals.get(current.ref.record_id) or Deal(record_id=current.ref.record_id)
+        identity, reason = ctx.resolver.identity(deal)
+        company, owner = ctx.resolver.company_name(deal), ctx.resolver.owner_name(deal)
+        for transition in transitions:
+            event = build_event(transition, deal, ctx.settings, identity, company, owner)
+            result.append((transition, event, reason if identity is None else None))
+    return result
+
+
+def record_new(ctx: Context, found: Sequence[tuple[Transition, dict, str | None]], origin: str) -> None:
+    """Add the transitions the ledger does not have yet (call inside the batch's transaction)."""
+    known = ctx.store.known_ids([t.event_id for t, _, _ in found])
+    rows = [ledger_row(t, event, origin, reason) for t, event, reason in found if t.event_id not in known]
+    ctx.store.add_to_ledger(rows)
+    ctx.summary.transitions += len(rows)
+    ctx.summary.held += sum(1 for row in rows if row["state"] == HELD)

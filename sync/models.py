@@ -1,0 +1,113 @@
+"""Plain data the pure core works on: stage values, deals, people, transitions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from dateutil.parser import isoparse
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an Attio timestamp (UTC, up to nine fractional digits) into an aware datetime.
+
+    A naive value is taken as UTC. Precision beyond microseconds is dropped.
+    """
+    value = isoparse(text)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def format_time(value: datetime) -> str:
+    """Render a datetime as ISO 8601 UTC with microseconds and a `Z`: the one form stored and sent."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def epoch_ms(value: datetime) -> int:
+    """Milliseconds since the Unix epoch, as Usermaven's `_timestamp` wants."""
+    delta = value.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+
+
+@dataclass(frozen=True)
+class StageValue:
+    """One value of the stage attribute: a stage a deal entered at `active_from`."""
+
+    status_id: str
+    title: str
+    active_from: datetime
+    attribute_id: str
+    parent_id: str  # object id, or list id for list entries
+
+
+@dataclass(frozen=True)
+class DealRef:
+    """Where a deal's stage lives: a record of the object, or an entry of a pipeline list."""
+
+    record_id: str
+    entry_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.entry_id or self.record_id
+
+
+@dataclass(frozen=True)
+class Deal:
+    """What an event says about a deal, read from its Attio record."""
+
+    record_id: str
+    name: str | None = None
+    value: float | int | None = None
+    currency: str | None = None
+    owner_id: str | None = None
+    people_ids: tuple[str, ...] = ()
+    company_id: str | None = None
+    web_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Person:
+    """An associated person: emails in Attio's order and the app's user id when configured."""
+
+    record_id: str
+    emails: tuple[str, ...] = ()
+    user_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The Usermaven user an event belongs to (seed guide Case 1: app user id; Case 2: email)."""
+
+    user_id: str
+    email: str | None
+    case: str  # "user_id" or "email"
+
+    def as_user(self) -> dict[str, str]:
+        user = {"id": self.user_id}
+        if self.email:
+            user["email"] = self.email
+        return user
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A deal entering a stage: from `from_stage` (None for the deal's first stage) to `to_stage`."""
+
+    event_id: str
+    deal: DealRef
+    from_stage_id: str | None
+    from_stage: str | None
+    to_stage_id: str
+    to_stage: str
+    changed_at: datetime
+
+
+@dataclass
+class Current:
+    """A deal as a records or entries query returns it: where it is and the stage it is in now."""
+
+    ref: DealRef
+    stage: StageValue | None
+    record: dict = field(default_factory=dict, repr=False)

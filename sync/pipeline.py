@@ -1,0 +1,176 @@
+"""Where deals and their stages are read from: the deal object itself, or a pipeline list's entries."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import quote
+
+from sync.attio import (
+    AttioClient,
+    AttioError,
+    active_from_filter,
+    current_stage,
+    deal_from_record,
+    stage_value,
+)
+from sync.config import Config
+from sync.models import Current, Deal, DealRef, StageValue
+
+log = logging.getLogger(__name__)
+
+
+class SetupError(Exception):
+    """The workspace does not have what the configuration names (exit 2)."""
+
+
+@dataclass
+class ScanPage:
+    currents: list[Current]
+    date: datetime | None
+
+
+class Pipeline:
+    """Reads deals, their current stage and their stage history, from an object or a list."""
+
+    def __init__(self, client: AttioClient, config: Config):
+        self.client = client
+        self.object = config.attio_object
+        self.list = config.attio_list
+        self.attribute = config.attio_stage_attribute
+        self.user_id_attribute = config.attio_user_id_attribute
+        self.workers = config.attio_concurrency
+        self._entries_filter_refused = False
+
+    @property
+    def target(self) -> tuple[str, str]:
+        return ("lists", self.list) if self.list else ("objects", self.object)
+
+    def check(self) -> None:
+        """Check the token and that the configured attributes exist, before any work (SetupError if not)."""
+        self.client.check_token()
+        target, identifier = self.target
+        attributes = self.client.attributes(target, identifier)
+        found = [a for a in attributes if self.attribute in (a.get("api_slug"), a.get("id", {}).get("attribute_id"))]
+        if not found:
+            raise SetupError(f"ATTIO_STAGE_ATTRIBUTE {self.attribute!r} is not an attribute of {target[:-1]} "
+                             f"{identifier!r}; its attributes are: "
+                             + ", ".join(sorted(a.get("api_slug", "?") for a in attributes)))
+        if found[0].get("type") != "status":
+            statuses = sorted(a.get("api_slug", "?") for a in attributes if a.get("type") == "status")
+            raise SetupError(f"ATTIO_STAGE_ATTRIBUTE {self.attribute!r} on {identifier!r} is of type "
+                             f"{found[0].get('type')!r}, not a status; status attributes there: "
+                             f"{', '.join(statuses) or 'none'}")
+        # Record values and entry values are keyed by slug, whichever form was configured.
+        self.attribute = found[0].get("api_slug") or self.attribute
+        if self.user_id_attribute:
+            people = self.client.attributes("objects", "people")
+            if not any(self.user_id_attribute in (a.get("api_slug"), a.get("id", {}).get("attribute_id"))
+                       for a in people):
+                raise SetupError(f"ATTIO_USER_ID_ATTRIBUTE {self.user_id_attribute!r} is not an attribute of "
+                                 "people: set it to the slug of the attribute that holds your app's user id")
+
+    # -- current stages --
+
+    def scan(self, changed_since: datetime | None = None) -> Iterator[ScanPage]:
+        """Pages of deals with their current stage: all of them, or those whose stage was written since.
+
+        Each deal comes once, though consecutive query pages overlap (see PAGE_OVERLAP)."""
+        target, identifier = self.target
+        path = f"/v2/{target}/{quote(identifier)}/{'entries' if self.list else 'records'}/query"
+        use_filter = changed_since is not None and not (self.list and self._entries_filter_refused)
+        filter_ = active_from_filter(self.attribute, changed_since) if use_filter and changed_since else None
+        pages = self.client.query(path, filter_)
+        try:
+            first = next(pages)
+        except AttioError as exc:
+            if not (self.list and filter_ and exc.status == 400):
+                raise
+            # The active_from filter is unverified on list entries: without it, scan every entry and
+            # let the snapshot diff find the changed ones.
+            log.warning("Attio refused the active_from filter on list entries (%s); scanning every entry "
+                        "of %s and comparing with the snapshot", exc, identifier)
+            self._entries_filter_refused = True
+            pages = self.client.query(path, None)
+            first = next(pages)
+        seen: set[str] = set()
+        for page in _chain(first, pages):
+            currents = [c for c in map(self._current, page.rows) if c.ref.key not in seen]
+            seen.update(c.ref.key for c in currents)
+            yield ScanPage(currents, page.date)
+
+    def _current(self, row: dict) -> Current:
+        if self.list:
+            ref = DealRef(record_id=row["parent_record_id"], entry_id=row["id"]["entry_id"])
+            return Current(ref, current_stage(row.get("entry_values") or {}, self.attribute), row)
+        ref = DealRef(record_id=row["id"]["record_id"])
+        return Current(ref, current_stage(row.get("values") or {}, self.attribute), row)
+
+    def find(self, record_id: str) -> list[Current]:
+        """The deal with this record id (its entries in list mode); AttioNotFound if there is none."""
+        record = self.client.record(self.object, record_id)
+        if not self.list:
+            return [Current(DealRef(record_id), current_stage(record.get("values") or {}, self.attribute), record)]
+        entries = self.client.request("GET", f"/v2/objects/{quote(self.object)}/records/{quote(record_id)}/entries")
+        return [Current(DealRef(record_id, e["entry_id"]), None, record)
+                for e in entries.rows if self.list in (e.get("list_api_slug"), e.get("list_id"))]
+
+    # -- history --
+
+    def history(self, ref: DealRef) -> list[StageValue]:
+        """Every value the stage attribute has had on this deal, oldest first."""
+        attribute = quote(self.attribute)
+        if ref.entry_id:
+            path = f"/v2/lists/{quote(self.list or '')}/entries/{quote(ref.entry_id)}/attributes/{attribute}/values"
+        else:
+            path = f"/v2/objects/{quote(self.object)}/records/{quote(ref.record_id)}/attributes/{attribute}/values"
+        return [stage_value(v) for v in self.client.values(path) if v.get("status")]
+
+    def with_histories(self, currents: Iterable[Current], window: int | None = None
+                       ) -> Iterator[tuple[Current, list[StageValue]]]:
+        """(deal, history) in input order, histories read by a thread pool a bounded window ahead."""
+        window = window or self.workers * 4
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="attio")
+        queue: deque[tuple[Current, Future]] = deque()
+        try:
+            for current in currents:
+                queue.append((current, pool.submit(self.history, current.ref)))
+                while len(queue) >= window or (queue and queue[0][1].done()):
+                    head, future = queue.popleft()
+                    yield head, future.result()
+            while queue:
+                head, future = queue.popleft()
+                yield head, future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- the deal records events describe --
+
+    def deals(self, currents: Iterable[Current]) -> dict[str, Deal]:
+        """The deal record of each current (fetched in batches for list entries), by record id."""
+        deals: dict[str, Deal] = {}
+        missing: list[str] = []
+        for current in currents:
+            record = current.record
+            if not self.list or (record.get("id", {}).get("record_id") == current.ref.record_id):
+                deals[current.ref.record_id] = deal_from_record(record)
+            else:
+                missing.append(current.ref.record_id)
+        if missing:
+            deals.update(self.deals_by_id(missing))
+        return deals
+
+    def deals_by_id(self, record_ids: Iterable[str]) -> dict[str, Deal]:
+        return {
+            deal.record_id: deal
+            for deal in map(deal_from_record, self.client.records_by_id(self.object, list(record_ids)))
+        }
+
+
+def _chain(first, rest):  # type: ignore[no-untyped-def]
+    yield first
+    yield from rest

@@ -1,0 +1,42 @@
+"""Keeping secrets out of every message: one redactor, used by errors and by the log handler."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
+
+MASK = "***"
+
+
+class Redactor:
+    """Replaces every known secret (and its URL-encoded forms) with ***."""
+
+    def __init__(self, secrets: Iterable[str] = ()):
+        forms: set[str] = set()
+        for secret in secrets:
+            if secret:
+                forms.update({secret, quote(secret, safe=""), quote_plus(secret)})
+        # Longest first, so the joined token is masked whole before its parts.
+        self._forms = sorted(forms, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for form in self._forms:
+            text = text.replace(form, MASK)
+        return text
+
+
+class RedactingFilter(logging.Filter):
+    """A log filter that renders each record once and masks secrets in it, whoever logged it."""
+
+    def __init__(self, redactor: Redactor):
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.redactor(record.getMessage())
+        record.args = None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = self.redactor(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True

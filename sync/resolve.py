@@ -1,0 +1,54 @@
+"""Who and what an event names: associated people, company names and owner names, fetched in batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sync.attio import AttioClient, company_name, member_name, person_from_record
+from sync.events import resolve_identity
+from sync.models import Deal, Identity, Person
+
+
+class Resolver:
+    """Looks up people, companies and workspace members for many deals at once, and caches them for the run."""
+
+    def __init__(self, client: AttioClient, user_id_attribute: str | None):
+        self.client = client
+        self.user_id_attribute = user_id_attribute
+        self._people: dict[str, Person] = {}
+        self._companies: dict[str, str | None] = {}
+        self._members: dict[str, str | None] | None = None
+
+    def forget_people(self, person_ids: Iterable[str]) -> None:
+        """Drop cached people so that the next lookup reads them again (held events are re-checked)."""
+        for person_id in person_ids:
+            self._people.pop(person_id, None)
+
+    def load(self, deals: Iterable[Deal]) -> None:
+        """Fetch every person and company these deals point at that is not cached yet: one query per 200 ids."""
+        deals = list(deals)
+        people = [p for d in deals for p in d.people_ids if p not in self._people]
+        companies = [d.company_id for d in deals if d.company_id and d.company_id not in self._companies]
+        if people:
+            for record in self.client.records_by_id("people", people):
+                person = person_from_record(record, self.user_id_attribute)
+                self._people[person.record_id] = person
+        if companies:
+            for record in self.client.records_by_id("companies", companies):
+                self._companies[record["id"]["record_id"]] = company_name(record)
+            for company_id in companies:
+                self._companies.setdefault(company_id, None)
+
+    def identity(self, deal: Deal) -> tuple[Identity | None, str | None]:
+        """The deal's Usermaven identity, from the people already loaded (call `load` first)."""
+        return resolve_identity([self._people[p] for p in deal.people_ids if p in self._people])
+
+    def company_name(self, deal: Deal) -> str | None:
+        return self._companies.get(deal.company_id) if deal.company_id else None
+
+    def owner_name(self, deal: Deal) -> str | None:
+        if not deal.owner_id:
+            return None
+        if self._members is None:
+            self._members = {m["id"]["workspace_member_id"]: member_name(m) for m in self.client.workspace_members()}
+        return self._members.get(deal.owner_id)

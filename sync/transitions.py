@@ -1,0 +1,73 @@
+"""Stage histories → transitions, and which of them are new: pure functions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sync.models import DealRef, StageValue, Transition, format_time
+
+# Namespace of every event id this project makes; changing it would resend everything.
+EVENT_NAMESPACE = uuid.UUID("6f1c1d3e-5b0a-4c57-9a55-0d1c5e7a9b21")
+
+
+def event_id(deal: DealRef, value: StageValue) -> str:
+    """The stable id of the transition into `value`: the same in every run, backfill and replay.
+
+    Built from Attio's own ids (object or list, record or entry, attribute, status) and the time the
+    value became active, so it does not depend on how the attribute or stage is named.
+    """
+    name = ":".join(
+        ["attio-stage", value.parent_id, deal.key, value.attribute_id, value.status_id,
+         format_time(value.active_from)]
+    )
+    return str(uuid.uuid5(EVENT_NAMESPACE, name))
+
+
+def transitions_from_history(deal: DealRef, history: Sequence[StageValue]) -> list[Transition]:
+    """Every stage change in a deal's history, oldest first.
+
+    The first value is the deal's first stage (`from_stage` None). A value that repeats the stage
+    before it is a write, not a change, and gives no transition.
+    """
+    result: list[Transition] = []
+    previous: StageValue | None = None
+    for value in sorted(history, key=lambda v: v.active_from):
+        if previous is not None and value.status_id == previous.status_id:
+            continue
+        result.append(
+            Transition(
+                event_id=event_id(deal, value),
+                deal=deal,
+                from_stage_id=previous.status_id if previous else None,
+                from_stage=previous.title if previous else None,
+                to_stage_id=value.status_id,
+                to_stage=value.title,
+                changed_at=value.active_from,
+            )
+        )
+        previous = value
+    return result
+
+
+def after(transitions: Iterable[Transition], moment: datetime | None, inclusive: bool = False) -> list[Transition]:
+    """The transitions after `moment` (all of them when it is None)."""
+    if moment is None:
+        return list(transitions)
+    if inclusive:
+        return [t for t in transitions if t.changed_at >= moment]
+    return [t for t in transitions if t.changed_at > moment]
+
+
+def in_range(transitions: Iterable[Transition], since: datetime | None, until: datetime | None) -> list[Transition]:
+    """The transitions whose time is in [since, until)."""
+    return [
+        t for t in transitions
+        if (since is None or t.changed_at >= since) and (until is None or t.changed_at < until)
+    ]
+
+
+def unseen(transitions: Iterable[Transition], known_ids: set[str]) -> list[Transition]:
+    """The transitions whose event id is not in the ledger yet."""
+    return [t for t in transitions if t.event_id not in known_ids]

@@ -1,0 +1,96 @@
+"""Usermaven's server-to-server event API: a thin client that sends batches of events."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+
+import requests
+
+from sync.http import TIMEOUT, RequestStats, make_session
+from sync.redact import Redactor
+
+log = logging.getLogger(__name__)
+
+# Usermaven's docs and SDKs send arrays; Jitsu caps one event at 51,200 bytes.
+BATCH_EVENTS = 50
+BATCH_BYTES = 400_000
+
+
+class UsermavenError(Exception):
+    """Usermaven did not take a batch. The message never holds the token."""
+
+
+class UsermavenAuthError(UsermavenError):
+    """401/403: the API key or server token is wrong. Nothing more can be sent this run."""
+
+
+class UsermavenRejected(UsermavenError):
+    """400: Usermaven refused the batch itself (bad JSON, an event over its size limit)."""
+
+
+class UsermavenUnavailable(UsermavenError):
+    """Network failure or 5xx/429 after every retry: try again on a later run."""
+
+
+class UsermavenClient:
+    """POSTs JSON arrays of events to the s2s endpoint; the token travels in the URL only."""
+
+    def __init__(self, events_url: str, api_key: str, server_token: str, redactor: Redactor | None = None):
+        self.events_url = events_url
+        self._params = {"token": f"{api_key}.{server_token}"}
+        self.redact = redactor or Redactor([api_key, server_token, f"{api_key}.{server_token}"])
+        self.stats = RequestStats()
+        self._session = make_session(self.stats, retries=4)
+
+    def send(self, events: Sequence[dict]) -> None:
+        """Send one batch; return only when Usermaven answered 2xx, else raise a UsermavenError."""
+        body = json.dumps(list(events), ensure_ascii=False).encode("utf-8")
+        self.stats.add(requests=1)
+        try:
+            response = self._session.post(
+                self.events_url, params=self._params, data=body,
+                headers={"Content-Type": "application/json"}, timeout=TIMEOUT,
+            )
+        except requests.RequestException as exc:
+            raise UsermavenUnavailable(self.redact(f"Usermaven could not be reached ({type(exc).__name__}: {exc})")) \
+                from None
+        # The URL holds the token: the log handler's redactor masks it (-v shows it as ***).
+        log.debug("POST %s -> %s (%d events)", response.url, response.status_code, len(events))
+        if response.status_code < 300:
+            return
+        message = self.redact(_message(response))
+        text = f"Usermaven answered {response.status_code}: {message}"
+        if response.status_code in (401, 403):
+            raise UsermavenAuthError(text + " — check USERMAVEN_API_KEY and USERMAVEN_SERVER_TOKEN")
+        if response.status_code in (400, 413, 422):
+            raise UsermavenRejected(text)
+        raise UsermavenUnavailable(text)
+
+
+def _message(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200] or response.reason or "no message"
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("error") or body)[:500]
+    return str(body)[:200]
+
+
+def batches(events: Sequence[dict], max_events: int = BATCH_EVENTS, max_bytes: int = BATCH_BYTES) -> list[list[int]]:
+    """Split events into batches (as index lists) of at most `max_events` and about `max_bytes` each."""
+    result: list[list[int]] = []
+    current: list[int] = []
+    size = 2
+    for index, event in enumerate(events):
+        event_size = len(json.dumps(event, ensure_ascii=False).encode("utf-8")) + 1
+        if current and (len(current) >= max_events or size + event_size > max_bytes):
+            result.append(current)
+            current, size = [], 2
+        current.append(index)
+        size += event_size
+    if current:
+        result.append(current)
+    return result

@@ -1,0 +1,176 @@
+"""The command line: configuration errors, bad arguments, the lock, status, and secrets kept out of output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sync.lock import StateLock
+from tests.attio_shapes import uid
+from tests.conftest import NOW, SECRETS
+
+
+def test_missing_config_exits_2_naming_each_key(run, monkeypatch, attio):
+    for name in ("ATTIO_API_KEY", "USERMAVEN_SERVER_TOKEN", "USERMAVEN_SITE_URL"):
+        monkeypatch.delenv(name)
+    code, out, err = run("run")
+    assert code == 2
+    for name in ("ATTIO_API_KEY", "USERMAVEN_SERVER_TOKEN", "USERMAVEN_SITE_URL"):
+        assert f"{name} is not set" in err
+    assert "USERMAVEN_API_KEY is not set" not in err
+    assert attio.queries == [] and len(attio.mock.calls) == 0  # before any network call
+
+
+def test_malformed_values_exit_2_with_what_to_do(run, monkeypatch):
+    monkeypatch.setenv("ATTIO_MAX_RPS", "fast")
+    monkeypatch.setenv("USERMAVEN_SITE_URL", "acme.example")
+    code, out, err = run("run")
+    assert code == 2
+    assert "ATTIO_MAX_RPS must be a positive number, got 'fast'" in err
+    assert "USERMAVEN_SITE_URL must be an http(s) URL" in err
+    assert "Traceback" not in err
+
+
+def test_config_file_fills_in_and_environment_wins(run, monkeypatch, tmp_path, workspace, usermaven):
+    monkeypatch.delenv("USERMAVEN_SITE_URL")
+    monkeypatch.delenv("ATTIO_API_KEY")
+    config = tmp_path / "sync.toml"
+    config.write_text(f'ATTIO_API_KEY = "{SECRETS["ATTIO_API_KEY"]}"\nUSERMAVEN_SITE_URL = "https://from-file.example"\n'
+                      'USERMAVEN_EVENT_TYPE = "From File"\n')
+    monkeypatch.setenv("USERMAVEN_EVENT_TYPE", "From Env")
+    assert run("run", "--config", str(config))[0] == 0
+    workspace.move(uid("d1"), "Demo", NOW.replace(minute=1))
+    workspace.clock = NOW.replace(minute=5)
+    assert run("run", "--config", str(config))[0] == 0
+    [event] = usermaven.events
+    assert event["url"] == "https://from-file.example"
+    assert event["event_type"] == "From Env"
+
+
+def test_bad_config_file_exits_2(run, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('ATTIO_API_KEY = "x"\nATIO_OBJECT = "deals"\nbroken')
+    code, out, err = run("run", "--config", str(bad))
+    assert code == 2 and "is not valid TOML" in err
+    bad.write_text('ATIO_OBJECT = "deals"\n')
+    code, out, err = run("run", "--config", str(bad))
+    assert code == 2 and "unknown key 'ATIO_OBJECT'" in err
+    code, out, err = run("run", "--config", str(tmp_path / "missing.toml"))
+    assert code == 2 and "does not exist" in err
+
+
+def test_lock_contention_exits_75_naming_the_holder(run, env, workspace, usermaven):
+    with StateLock(Path(env["SYNC_STATE_DB"])):
+        code, out, err = run("run")
+    assert code == 75
+    assert f"pid {os.getpid()}" in err and "since" in err
+    assert workspace.queries == []
+    assert run("run")[0] == 0  # released
+
+
+def test_lock_released_when_holder_is_killed(env, tmp_path):
+    state = Path(env["SYNC_STATE_DB"])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from sync.lock import StateLock\n"
+         f"with StateLock(Path({str(state)!r})):\n    print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    try:
+        lock = StateLock(state)
+        try:
+            lock.__enter__()
+            raise AssertionError("lock should be held")
+        except Exception as exc:
+            assert f"pid {holder.pid}" in str(exc)
+    finally:
+        holder.kill()
+        holder.wait()
+    with StateLock(state):
+        pass
+
+
+def test_bad_since_exits_2(run, workspace):
+    for value, message in (("yesterday-ish", "is not a date"), ("2999-01-01", "is in the future")):
+        code, out, err = run("run", "--backfill", "--since", value)
+        assert code == 2 and message in err
+    code, out, err = run("run", "--backfill")
+    assert code == 2 and "--backfill needs --since" in err
+    code, out, err = run("run", "--backfill", "--since", "2024-02-01", "--until", "2024-01-01")
+    assert code == 2 and "--until must be after --since" in err
+
+
+def test_unknown_command_or_option_exits_2(run):
+    assert run("launch")[0] == 2
+    assert run("run", "--fast")[0] == 2
+
+
+def test_refused_attio_token_exits_2(run, attio, mocked):
+    import responses
+
+    mocked.replace(responses.GET, "https://api.attio.test/v2/self", status=401,
+                   json={"status_code": 401, "type": "auth_error", "code": "invalid_token",
+                         "message": "Invalid access token"})
+    code, out, err = run("run")
+    assert code == 2
+    assert "Attio answered 401" in err and "Invalid access token" in err
+
+
+def test_wrong_stage_attribute_exits_2_listing_status_attributes(run, attio, monkeypatch):
+    monkeypatch.setenv("ATTIO_STAGE_ATTRIBUTE", "value")
+    code, out, err = run("run")
+    assert code == 2
+    assert "'value' on 'deals' is of type 'currency', not a status; status attributes there: stage" in err
+    monkeypatch.setenv("ATTIO_STAGE_ATTRIBUTE", "phase")
+    code, out, err = run("run")
+    assert code == 2 and "'phase' is not an attribute of object 'deals'" in err
+
+
+def test_status_reports_checkpoint_counts_and_runs(run, workspace, usermaven):
+    run("run")
+    workspace.move(uid("d1"), "Demo", NOW.replace(minute=1))
+    workspace.move(uid("d3"), "Qualified", NOW.replace(minute=2))
+    workspace.clock = NOW.replace(minute=5)
+    run("run")
+    code, out, err = run("status")
+    assert code == 0
+    assert "checkpoint:  2026-03-01T12:05:00.000000Z" in out
+    assert "1 pending, 1 held, 1 sent, 0 failed".replace("1 pending", "0 pending") in out
+    assert "held:      1 — deal has no associated person" in out
+    assert "run " in out and "exit 0" in out
+    code, out, err = run("status", "--json")
+    report = json.loads(out)
+    assert report["ledger"] == {"pending": 0, "held": 1, "sent": 1, "failed": 0}
+    assert report["runs"][0]["transitions"] == 2 and report["runs"][0]["sent"] == 1
+    assert report["runs"][0]["attio_requests"] > 0
+
+
+def test_status_without_state_exits_2(run, tmp_path):
+    code, out, err = run("status", "--state", str(tmp_path / "nowhere.db"))
+    assert code == 2 and "no state database" in err
+
+
+def test_secrets_never_printed_logged_or_stored(run, env, workspace, usermaven, monkeypatch):
+    run("run", "-v")
+    workspace.move(uid("d1"), "Demo", NOW.replace(minute=1))
+    workspace.clock = NOW.replace(minute=5)
+    usermaven.answers = [(500, {"message": "boom", "error": ""})] * 5
+    outputs = [run("run", "-v"), run("run", "-v", "--dry-run"), run("run", "-v"), run("status"),
+               run("status", "--json")]
+    monkeypatch.setenv("USERMAVEN_SERVER_TOKEN", "st_other_secret_777")
+    outputs.append(run("run", "-v"))
+    text = "\n".join(out + err for _, out, err in outputs)
+    assert "Usermaven answered 500" in text  # the failure was reported...
+    assert "/api/v1/s2s/event?token=***" in text  # ...and -v logged the requests, token masked...
+    for secret in [*SECRETS.values(), "st_other_secret_777"]:
+        assert secret not in text  # ...without a secret
+    database = Path(env["SYNC_STATE_DB"]).read_bytes()
+    for secret in SECRETS.values():
+        assert secret.encode() not in database
+
+
+def test_python_dash_m_runs_the_same_cli():
+    result = subprocess.run([sys.executable, "-m", "sync", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("attio-usermaven-sync ")

@@ -1,0 +1,70 @@
+"""Histories → transitions, and event ids: pure functions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sync.models import DealRef, StageValue
+from sync.transitions import after, event_id, in_range, transitions_from_history, unseen
+
+T0 = datetime(2024, 1, 1, 9, 0, tzinfo=UTC)
+DEAL = DealRef("rec-1")
+
+
+def value(status: str, minutes: int, title: str | None = None) -> StageValue:
+    return StageValue(status_id=status, title=title or status.title(), active_from=T0 + timedelta(minutes=minutes),
+                      attribute_id="attr-stage", parent_id="obj-deals")
+
+
+def pairs(transitions) -> list[tuple]:
+    return [(t.from_stage, t.to_stage) for t in transitions]
+
+
+def test_first_stage_is_a_transition_from_nothing():
+    [first] = transitions_from_history(DEAL, [value("lead", 0)])
+    assert (first.from_stage, first.from_stage_id, first.to_stage, first.changed_at) == (None, None, "Lead", T0)
+
+
+def test_a_b_c_a_gives_every_move_in_order():
+    history = [value("lead", 0), value("demo", 5), value("won", 9), value("lead", 30)]
+    assert pairs(transitions_from_history(DEAL, history)) == [
+        (None, "Lead"), ("Lead", "Demo"), ("Demo", "Won"), ("Won", "Lead")]
+
+
+def test_unsorted_history_is_ordered_by_active_from():
+    history = [value("demo", 5), value("lead", 0)]
+    assert pairs(transitions_from_history(DEAL, history)) == [(None, "Lead"), ("Lead", "Demo")]
+
+
+def test_rewriting_the_same_stage_is_not_a_transition():
+    history = [value("lead", 0), value("lead", 3), value("demo", 5)]
+    result = transitions_from_history(DEAL, history)
+    assert pairs(result) == [(None, "Lead"), ("Lead", "Demo")]
+    assert result[1].changed_at == T0 + timedelta(minutes=5)
+
+
+def test_event_id_is_stable_and_depends_on_ids_and_time_not_titles():
+    renamed = value("won", 9, title="Closed Won")
+    assert event_id(DEAL, value("won", 9)) == event_id(DEAL, renamed)
+    assert event_id(DEAL, value("won", 9)) != event_id(DEAL, value("won", 10))
+    assert event_id(DEAL, value("won", 9)) != event_id(DealRef("rec-2"), value("won", 9))
+    assert event_id(DEAL, value("won", 9)) != event_id(DealRef("rec-1", entry_id="entry-1"), value("won", 9))
+    # the same history read twice gives the same ids
+    history = [value("lead", 0), value("won", 9)]
+    assert [t.event_id for t in transitions_from_history(DEAL, history)] == \
+        [t.event_id for t in transitions_from_history(DEAL, list(history))]
+
+
+def test_event_id_is_a_uuid_fixed_across_releases():
+    # Changing how ids are made would resend every transition as new conversions: pin one.
+    assert event_id(DEAL, value("won", 9)) == "450389a5-de6a-5814-aa1e-b09274809e6e"
+
+
+def test_after_in_range_and_unseen():
+    history = [value("lead", 0), value("demo", 5), value("won", 9)]
+    result = transitions_from_history(DEAL, history)
+    assert pairs(after(result, T0 + timedelta(minutes=5))) == [("Demo", "Won")]
+    assert pairs(after(result, T0 + timedelta(minutes=5), inclusive=True)) == [("Lead", "Demo"), ("Demo", "Won")]
+    assert after(result, None) == result
+    assert pairs(in_range(result, T0 + timedelta(minutes=1), T0 + timedelta(minutes=9))) == [("Lead", "Demo")]
+    assert pairs(unseen(result, {result[0].event_id})) == [("Lead", "Demo"), ("Demo", "Won")]

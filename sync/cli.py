@@ -204,24 +204,27 @@ def _work(ctx: Context, args: argparse.Namespace, command: str, since: datetime 
     from sync.replay import replay
 
     ctx.pipeline.check()
-    if command == "backfill":
-        assert since is not None
-        backfill(ctx, since, until)
-    elif command == "replay":
-        replay(ctx, args.deal_id, since)
-    elif ctx.store.checkpoint(POLL) is None:
+    if command != "backfill" and command != "replay" and ctx.store.checkpoint(POLL) is None:
         count = record_baseline(ctx)
         if ctx.dry_run:
             return EXIT_OK, f"dry run: the first run would record a baseline of {count} deals and send nothing"
         return EXIT_OK, (f"baseline recorded for {count} deals; nothing sent. "
                          "Use `run --backfill --since DATE` to send history")
-    else:
-        poll(ctx)
-    release_held(ctx)
     try:
-        deliver(ctx)
-    except DeliveryStopped as exc:
-        ctx.summary.errors.append(str(exc))
+        if command == "backfill":
+            assert since is not None
+            backfill(ctx, since, until)
+        elif command == "replay":
+            replay(ctx, args.deal_id, since)
+        else:
+            poll(ctx)
+        release_held(ctx)
+    finally:
+        # Whatever was committed before an Attio failure or Ctrl-C is sent now, not left for the next run.
+        try:
+            deliver(ctx)
+        except DeliveryStopped as exc:
+            ctx.summary.errors.append(str(exc))
     counts = ctx.store.counts()
     if ctx.summary.errors or ctx.summary.failed:
         pending = counts["pending"]

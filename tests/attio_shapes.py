@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -30,20 +31,23 @@ def ts(moment: datetime) -> str:
 
 
 STAGES = {title: uid(f"status/{title}") for title in ("Lead", "Qualified", "Demo", "Won 🎉", "Lost")}
+PIPELINE_LIST = uid("list/sales_pipeline")
+LIST_STAGE_ATTRIBUTE = uid("attr/list-stage")
 
 
 def actor() -> dict:
     return {"type": "workspace-member", "id": MEMBER}
 
 
-def status_value(title: str, active_from: datetime, active_until: datetime | None = None) -> dict:
+def status_value(title: str, active_from: datetime, active_until: datetime | None = None,
+                 parent: str = DEALS_OBJECT, attribute_id: str = STAGE_ATTRIBUTE) -> dict:
     return {
         "active_from": ts(active_from),
         "active_until": ts(active_until) if active_until else None,
         "created_by_actor": actor(),
         "status": {
-            "id": {"workspace_id": WORKSPACE, "object_id": DEALS_OBJECT, "attribute_id": STAGE_ATTRIBUTE,
-                   "status_id": STAGES[title]},
+            "id": {"workspace_id": WORKSPACE, "object_id": parent, "attribute_id": attribute_id,
+                   "status_id": STAGES[title] if parent == DEALS_OBJECT else uid(f"list-status/{title}")},
             "title": title,
             "is_archived": False,
             "celebration_enabled": title.startswith("Won"),
@@ -77,11 +81,7 @@ class FakeDeal:
     owner: str | None = MEMBER
 
     def stage_values(self) -> list[dict]:
-        values = []
-        for index, (title, moment) in enumerate(self.history):
-            until = self.history[index + 1][1] if index + 1 < len(self.history) else None
-            values.append(status_value(title, moment, until))
-        return values
+        return history_values(self.history)
 
     def as_record(self) -> dict:
         values: dict = {
@@ -100,6 +100,33 @@ class FakeDeal:
             values["associated_company"] = [_value("record-reference", self.created, target_object="companies",
                                                    target_record_id=self.company)]
         return record(DEALS_OBJECT, self.record_id, self.created, values)
+
+
+def history_values(history: list[tuple[str, datetime]], parent: str = DEALS_OBJECT,
+                   attribute_id: str = STAGE_ATTRIBUTE) -> list[dict]:
+    values = []
+    for index, (title, moment) in enumerate(history):
+        until = history[index + 1][1] if index + 1 < len(history) else None
+        values.append(status_value(title, moment, until, parent, attribute_id))
+    return values
+
+
+@dataclass
+class FakeEntry:
+    """An entry of the pipeline list, whose own `stage` attribute holds the stage."""
+
+    entry_id: str
+    parent_record_id: str
+    created: datetime
+    history: list[tuple[str, datetime]]
+
+    def stage_values(self) -> list[dict]:
+        return history_values(self.history, PIPELINE_LIST, LIST_STAGE_ATTRIBUTE)
+
+    def as_entry(self) -> dict:
+        return {"id": {"workspace_id": WORKSPACE, "list_id": PIPELINE_LIST, "entry_id": self.entry_id},
+                "parent_record_id": self.parent_record_id, "parent_object": "deals",
+                "created_at": ts(self.created), "entry_values": {"stage": self.stage_values()[-1:]}}
 
 
 @dataclass
@@ -137,6 +164,10 @@ class FakeAttio:
         self.mock = mock
         self.clock = clock  # Attio's clock: what its Date header says
         self.deals: dict[str, FakeDeal] = {}
+        self.entries: dict[str, FakeEntry] = {}
+        self.history_reads: Counter[str] = Counter()  # record or entry id → history requests
+        self.history_failures: dict[str, int] = {}  # record or entry id → 400s to answer first
+        self.entries_filter_supported = True
         self.people: dict[str, FakePerson] = {}
         self.companies: dict[str, str] = {}
         self.queries: list[dict] = []
@@ -170,6 +201,13 @@ class FakeAttio:
         m.add_callback("POST", re.compile(rf"{BASE}/v2/objects/(\w+)/records/query"), self._query)
         m.add_callback("GET", re.compile(rf"{BASE}/v2/objects/deals/records/([\w-]+)/attributes/stage/values.*"),
                        self._values)
+        m.add_callback("GET", re.compile(rf"{BASE}/v2/objects/deals/records/[\w-]+$"), self._record)
+        m.add_callback("GET", re.compile(rf"{BASE}/v2/objects/deals/records/[\w-]+/entries$"), self._record_entries)
+        m.add_callback("GET", f"{BASE}/v2/lists/sales_pipeline/attributes", lambda r: self._json(200, {"data": [
+            attribute("stage", "status", PIPELINE_LIST), attribute("owner", "actor-reference", PIPELINE_LIST)]}))
+        m.add_callback("POST", f"{BASE}/v2/lists/sales_pipeline/entries/query", self._entries_query)
+        m.add_callback("GET", re.compile(rf"{BASE}/v2/lists/sales_pipeline/entries/[\w-]+/attributes/stage/values.*"),
+                       self._values)
         m.add_callback("GET", f"{BASE}/v2/workspace_members", lambda r: self._json(200, {"data": [
             {"id": {"workspace_id": WORKSPACE, "workspace_member_id": MEMBER}, "first_name": "Ada",
              "last_name": "Lovelace", "avatar_url": None, "email_address": "ada@acme.com",
@@ -198,13 +236,50 @@ class FakeAttio:
         offset, limit = int(body.get("offset", 0)), int(body.get("limit", 500))
         return self._json(200, {"data": rows[offset:offset + limit]})
 
-    def _values(self, request) -> tuple[int, dict, str]:  # type: ignore[no-untyped-def]
+    def _not_found(self, record_id: str) -> tuple[int, dict, str]:
+        return self._json(404, {"status_code": 404, "type": "invalid_request_error", "code": "not_found",
+                                "message": f'Record with ID "{record_id}" not found.'})
+
+    def _record(self, request) -> tuple[int, dict, str]:  # type: ignore[no-untyped-def]
         record_id = urlparse(request.url).path.split("/")[5]
-        query = parse_qs(urlparse(request.url).query)
         deal = self.deals.get(record_id)
+        return self._json(200, {"data": deal.as_record()}) if deal else self._not_found(record_id)
+
+    def _record_entries(self, request) -> tuple[int, dict, str]:  # type: ignore[no-untyped-def]
+        record_id = urlparse(request.url).path.split("/")[5]
+        if record_id not in self.deals:
+            return self._not_found(record_id)
+        return self._json(200, {"data": [
+            {"list_id": PIPELINE_LIST, "list_api_slug": "sales_pipeline", "entry_id": e.entry_id,
+             "created_at": ts(e.created)} for e in self.entries.values() if e.parent_record_id == record_id]})
+
+    def _entries_query(self, request) -> tuple[int, dict, str]:  # type: ignore[no-untyped-def]
+        body = json.loads(request.body)
+        self.queries.append({"object": "sales_pipeline", **body})
+        filter_ = body.get("filter") or {}
+        if filter_ and not self.entries_filter_supported:
+            return self._json(400, {"status_code": 400, "type": "invalid_request_error", "code": "filter_error",
+                                    "message": "Unknown filter operator \"active_from\"."})
+        rows = [e.as_entry() for e in self.entries.values()]
+        if "stage" in filter_:
+            since = filter_["stage"]["active_from"]["$gte"].replace("Z", "000Z")
+            rows = [r for r in rows if r["entry_values"]["stage"][0]["active_from"] >= since]
+        rows.sort(key=lambda r: (r["created_at"], r["id"]["entry_id"]))
+        offset, limit = int(body.get("offset", 0)), int(body.get("limit", 500))
+        return self._json(200, {"data": rows[offset:offset + limit]})
+
+    def _values(self, request) -> tuple[int, dict, str]:  # type: ignore[no-untyped-def]
+        path = urlparse(request.url).path.split("/")
+        key = path[5]
+        query = parse_qs(urlparse(request.url).query)
+        self.history_reads[key] += 1
+        if self.history_failures.get(key):
+            self.history_failures[key] -= 1
+            return self._json(400, {"status_code": 400, "type": "invalid_request_error", "code": "validation_type",
+                                    "message": "Simulated refusal."})
+        deal = self.entries.get(key) if path[2] == "lists" else self.deals.get(key)
         if deal is None:
-            return self._json(404, {"status_code": 404, "type": "invalid_request_error", "code": "not_found",
-                                    "message": f'Record with ID "{record_id}" not found.'})
+            return self._not_found(key)
         values = deal.stage_values()
         if query.get("show_historic") != ["true"]:
             values = values[-1:]

@@ -1,0 +1,147 @@
+"""`run --backfill --since`: history in range, original timestamps, nothing twice, resumable."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from sync import backfill as backfill_module
+from sync.models import epoch_ms
+from tests.attio_shapes import FakeDeal, days, uid
+from tests.conftest import NOW, ledger_rows
+
+MINUTE = timedelta(minutes=1)
+
+
+@pytest.fixture
+def history(workspace):
+    """d1: Lead (700 days ago) → Qualified (600); d2: Lead (400); d3: Lead (10); plus d5 with four moves."""
+    workspace.add_deal(FakeDeal(uid("d5"), "Epsilon", NOW - days(300), [
+        ("Lead", NOW - days(300)), ("Qualified", NOW - days(200)), ("Demo", NOW - days(100)),
+        ("Won 🎉", NOW - days(50))], people=[uid("p2")]))
+    return workspace
+
+
+def by_text(items: list[tuple]) -> list[tuple]:
+    return sorted(items, key=lambda item: tuple(str(part) for part in item))
+
+
+def sent_pairs(usermaven) -> list[tuple]:
+    return by_text([(e["event_attributes"]["deal_id"], e["event_attributes"]["previous_stage"],
+                     e["event_attributes"]["deal_stage"]) for e in usermaven.events])
+
+
+def test_backfill_sends_exactly_the_transitions_in_range_with_original_timestamps(history, usermaven, run):
+    since = (NOW - days(350)).strftime("%Y-%m-%d")
+    code, out, err = run("run", "--backfill", "--since", since)
+    assert code == 0
+    assert sent_pairs(usermaven) == by_text([
+        (uid("d5"), None, "Lead"), (uid("d5"), "Lead", "Qualified"), (uid("d5"), "Qualified", "Demo"),
+        (uid("d5"), "Demo", "Won 🎉")])
+    stamps = {e["event_attributes"]["deal_stage"]: e["_timestamp"] for e in usermaven.events
+              if e["event_attributes"]["deal_id"] == uid("d5")}
+    assert stamps["Won 🎉"] == epoch_ms(NOW - days(50))
+    assert stamps["Lead"] == epoch_ms(NOW - days(300))
+    # d3 has no person: recorded as held, not sent
+    assert "5 new transition(s), 4 event(s) sent, 1 held" in err
+
+
+def test_until_bounds_the_range(history, usermaven, run):
+    since, until = (NOW - days(250)).isoformat(), (NOW - days(100)).isoformat()
+    assert run("run", "--backfill", "--since", since, "--until", until)[0] == 0
+    # [since, until): the move exactly at `until` is outside
+    assert sent_pairs(usermaven) == [(uid("d5"), "Lead", "Qualified")]
+
+
+def test_second_backfill_over_the_same_range_sends_nothing(history, usermaven, run):
+    run("run", "--backfill", "--since", "2024-01-01")
+    first = len(usermaven.events)
+    code, out, err = run("run", "--backfill", "--since", "2024-01-01")
+    assert code == 0
+    assert len(usermaven.events) == first
+    assert "0 new transition(s)" in err
+
+
+def test_overlapping_backfill_sends_only_what_is_new(history, usermaven, run):
+    run("run", "--backfill", "--since", (NOW - days(150)).isoformat())
+    assert len(usermaven.events) == 2  # Qualified→Demo, Demo→Won (d3 held)
+    run("run", "--backfill", "--since", (NOW - days(250)).isoformat())
+    assert sent_pairs(usermaven) == by_text([
+        (uid("d5"), "Qualified", "Demo"), (uid("d5"), "Demo", "Won 🎉"), (uid("d5"), "Lead", "Qualified")])
+    assert len({e["event_id"] for e in usermaven.events}) == 3
+
+
+def test_backfill_after_polls_never_resends_what_a_poll_sent(history, usermaven, run):
+    run("run")  # baseline
+    history.move(uid("d5"), "Lost", NOW + MINUTE)
+    history.clock = NOW + 2 * MINUTE
+    run("run")
+    [polled] = usermaven.events
+    run("run", "--backfill", "--since", "2020-01-01")
+    ids = [e["event_id"] for e in usermaven.events]
+    assert ids.count(polled["event_id"]) == 1
+    assert len(ids) == len(set(ids)) == 8  # d1: 2, d2: 1, d5: 5 (d3 held)
+
+
+def test_backfill_on_empty_state_records_baseline_so_the_next_run_misses_nothing(history, usermaven, run, env):
+    history.clock = NOW  # Attio's clock when the backfill starts
+    assert run("run", "--backfill", "--since", "2020-01-01")[0] == 0
+    sent = len(usermaven.events)
+    # a move that happened while the backfill ran (after it had read that deal) is caught by the next poll
+    history.move(uid("d1"), "Won 🎉", NOW + 20 * 1000 * timedelta(microseconds=1))
+    history.clock = NOW + 30 * MINUTE
+    code, out, err = run("run")
+    assert code == 0 and "baseline" not in err
+    assert len(usermaven.events) == sent + 1
+    assert usermaven.events[-1]["event_attributes"]["deal_stage"] == "Won 🎉"
+
+
+def test_interrupted_backfill_resumes_without_rereading_finished_deals(attio, usermaven, run, env, monkeypatch):
+    monkeypatch.setattr(backfill_module, "BATCH", 3)
+    attio.people[uid("p1")] = __import__("tests.attio_shapes", fromlist=["FakePerson"]).FakePerson(
+        uid("p1"), ["jane@acme.com"])
+    for n in range(10):
+        attio.add_deal(FakeDeal(uid(f"b{n}"), f"B{n}", NOW - days(100 - n), [
+            ("Lead", NOW - days(100 - n)), ("Qualified", NOW - days(90 - n))], people=[uid("p1")]))
+    # the 8th deal's history cannot be read on the first attempt: the backfill stops there
+    attio.history_failures[uid("b7")] = 1
+    code, out, err = run("run", "--backfill", "--since", "2020-01-01")
+    assert code == 1
+    assert "Simulated refusal" in err
+    assert len(usermaven.events) == 12  # the first two batches (6 deals) were committed and sent...
+    reads_before = dict(attio.history_reads)
+    code, out, err = run("run", "--backfill", "--since", "2020-01-01")
+    assert code == 0
+    assert "resuming" in err
+    # ...and are not read again
+    for n in range(6):
+        assert attio.history_reads[uid(f"b{n}")] == reads_before[uid(f"b{n}")] == 1
+    ids = [e["event_id"] for e in usermaven.events]
+    assert len(ids) == len(set(ids)) == 20
+    assert {r["state"] for r in ledger_rows(env)} == {"sent"}
+
+
+def test_backfill_dry_run_prints_each_event_once_and_changes_nothing(history, usermaven, run, env):
+    code, out, err = run("run", "--backfill", "--since", "2020-01-01", "--dry-run")
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == len(set(lines)) == 7  # d1: 2, d2: 1, d5: 4; d3 is held (no person)
+    assert usermaven.batches == []
+    import os
+
+    assert not os.path.exists(env["SYNC_STATE_DB"])
+
+
+def test_backfill_goes_on_recording_when_usermaven_is_down(history, usermaven, run, env, monkeypatch):
+    monkeypatch.setattr(backfill_module, "BATCH", 1)
+    monkeypatch.setattr("sync.backfill.BATCH_EVENTS", 2)
+    usermaven.answers = [(503, {"message": "down", "error": ""})] * 50
+    code, out, err = run("run", "--backfill", "--since", "2020-01-01")
+    assert code == 1
+    assert "stay pending" in err
+    rows = ledger_rows(env)
+    assert len(rows) == 8 and {r["state"] for r in rows} == {"pending", "held"}
+    usermaven.answers = []
+    assert run("run")[0] == 0
+    assert len(usermaven.events) == 7

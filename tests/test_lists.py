@@ -1,0 +1,75 @@
+"""Pipelines kept as lists: stages on list entries, the deal is the entry's parent record."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from tests.attio_shapes import FakeEntry, days, uid
+from tests.conftest import NOW, ledger_rows
+
+MINUTE = timedelta(minutes=1)
+
+
+@pytest.fixture
+def pipeline(env, workspace, monkeypatch):
+    """d1 is on the pipeline twice (two entries), d2 once."""
+    monkeypatch.setenv("ATTIO_LIST", "sales_pipeline")
+    workspace.entries[uid("e1")] = FakeEntry(uid("e1"), uid("d1"), NOW - days(300), [
+        ("Lead", NOW - days(300)), ("Qualified", NOW - days(200))])
+    workspace.entries[uid("e2")] = FakeEntry(uid("e2"), uid("d1"), NOW - days(100), [
+        ("Lead", NOW - days(100))])
+    workspace.entries[uid("e3")] = FakeEntry(uid("e3"), uid("d2"), NOW - days(50), [
+        ("Lead", NOW - days(50)), ("Won 🎉", NOW - days(20))])
+    return workspace
+
+
+def test_backfill_reads_entries_and_keys_transitions_on_the_entry(pipeline, usermaven, run, env):
+    assert run("run", "--backfill", "--since", "2020-01-01")[0] == 0
+    events = usermaven.events
+    assert len(events) == 5
+    by_entry = {}
+    for event in events:
+        by_entry.setdefault(event["event_attributes"]["entry_id"], []).append(event)
+    assert sorted(by_entry) == sorted([uid("e1"), uid("e2"), uid("e3")])
+    # the deal is the parent record: its name, people and company describe the event
+    for event in by_entry[uid("e1")] + by_entry[uid("e2")]:
+        assert event["event_attributes"]["deal_id"] == uid("d1")
+        assert event["event_attributes"]["deal_name"] == "Acme renewal"
+        assert event["user"]["id"] == "jane@acme.com"
+    # two entries of one record moving to the same stage are two transitions, with different ids
+    assert len({e["event_id"] for e in events}) == 5
+    assert {r["deal_key"] for r in ledger_rows(env)} == {uid("e1"), uid("e2"), uid("e3")}
+
+
+def test_poll_on_a_list_sends_the_moved_entry_only(pipeline, usermaven, run):
+    run("run")
+    pipeline.entries[uid("e2")].history.append(("Demo", NOW + MINUTE))
+    pipeline.clock = NOW + 2 * MINUTE
+    assert run("run")[0] == 0
+    [event] = usermaven.events
+    assert event["event_attributes"]["entry_id"] == uid("e2")
+    assert (event["event_attributes"]["previous_stage"], event["event_attributes"]["deal_stage"]) == ("Lead", "Demo")
+    entry_queries = [q for q in pipeline.queries if q["object"] == "sales_pipeline"]
+    assert entry_queries[-1]["filter"] == {"stage": {"active_from": {"$gte": "2026-03-01T11:55:00.000000Z"}}}
+
+
+def test_list_without_active_from_filter_falls_back_to_a_scan_and_diff(pipeline, usermaven, run):
+    pipeline.entries_filter_supported = False
+    run("run")
+    pipeline.entries[uid("e3")].history.append(("Lost", NOW + MINUTE))
+    pipeline.clock = NOW + 2 * MINUTE
+    code, out, err = run("run")
+    assert code == 0
+    assert "refused the active_from filter" in err
+    [event] = usermaven.events
+    assert event["event_attributes"]["entry_id"] == uid("e3")
+    assert run("run")[0] == 0
+    assert len(usermaven.events) == 1
+
+
+def test_replay_on_a_list_replays_every_entry_of_the_record(pipeline, usermaven, run):
+    assert run("replay", uid("d1"))[0] == 0
+    assert sorted(e["event_attributes"]["entry_id"] for e in usermaven.events) == sorted(
+        [uid("e1"), uid("e1"), uid("e2")])

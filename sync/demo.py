@@ -1,0 +1,119 @@
+"""`demo`: the whole job against the local sandbox, for someone who has just cloned the repository."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sqlite3
+import tempfile
+import time
+from collections import Counter
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from unittest import mock
+
+from sync.config import SETTINGS
+
+SITE_URL = "https://demo.example"
+
+
+def demo(args: argparse.Namespace) -> int:
+    """Generate a workspace, serve it, backfill two years through the CLI, move deals, poll, report."""
+    from sync.cli import main
+    from sync.sandbox import AttioSandbox, UsermavenCollector, Workspace
+
+    folder = Path(tempfile.mkdtemp(prefix="attio-usermaven-sync-demo-"))
+    state = args.state or folder / "sync.db"
+    events_file = folder / "events.jsonl"
+    began = time.monotonic()
+    print(f"Generating a sandbox workspace of {args.deals} deals with two years of stage history...", flush=True)
+    workspace = Workspace.generate(seed=1, deals=args.deals)
+    with ExitStack() as stack:
+        attio = stack.enter_context(AttioSandbox(workspace))
+        usermaven = stack.enter_context(UsermavenCollector(jsonl_path=events_file))
+        env = {
+            "ATTIO_BASE_URL": attio.url, "ATTIO_API_KEY": attio.token, "ATTIO_USER_ID_ATTRIBUTE": "app_user_id",
+            "USERMAVEN_EVENTS_URL": usermaven.events_url, "USERMAVEN_API_KEY": usermaven.api_key,
+            "USERMAVEN_SERVER_TOKEN": usermaven.server_token, "USERMAVEN_SITE_URL": SITE_URL,
+            "SYNC_STATE_DB": str(state),
+        }
+        # The demo's settings replace any real ones in this process, so it can never reach a real workspace.
+        cleared = {s.name: "" for s in SETTINGS}
+        stack.enter_context(mock.patch.dict(os.environ, {**cleared, **env}))
+        flags = [*(["--dry-run"] if args.dry_run else []), *(["-q"] if args.quiet else []),
+                 *(["-v"] if args.verbose else [])]
+        since = (datetime.now(UTC) - timedelta(days=731)).strftime("%Y-%m-%d")
+        print(f"\n$ attio-usermaven-sync run --backfill --since {since}", flush=True)
+        codes = [main(["run", "--backfill", "--since", since, *flags])]
+        moved = _move_some_deals(workspace)
+        print(f"\nMoved {len(moved)} deals in the sandbox: "
+              + ", ".join(f"{name} → {stage}" for name, stage in moved), flush=True)
+        print("\n$ attio-usermaven-sync run", flush=True)
+        codes.append(main(["run", *flags]))
+        _report(usermaven.unique_events(), usermaven.requests, attio.stats, state, events_file, args.dry_run,
+                time.monotonic() - began)
+        if args.keep:
+            print("\nThe sandbox is still up. In another shell:")
+            for name, value in env.items():
+                print(f"  export {name}={value}")
+            print("  attio-usermaven-sync status    # or run, replay DEAL_ID, ...")
+            print("Ctrl-C stops it.", flush=True)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+    return max(codes)
+
+
+def _move_some_deals(workspace) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """Move five deals to another stage now, as a sales team would between two polls."""
+    rng = random.Random(7)
+    stages = [s.title for s in workspace.statuses if not s.is_archived]
+    moved = []
+    for record_id in rng.sample(workspace.deal_ids(), 5):
+        current = workspace.stage_history(record_id)[-1]["status"]["title"]
+        target = rng.choice([s for s in stages if s != current])
+        workspace.move_deal(record_id, target)
+        name = workspace.deal(record_id).current("name")[0].fields["value"]
+        moved.append((name, target))
+    return moved
+
+
+def _report(events: list[dict], usermaven_requests: int, attio_stats: dict, state: Path, events_file: Path,
+            dry_run: bool, seconds: float) -> None:
+    stages = Counter(e["event_attributes"]["deal_stage"] for e in events)
+    months = Counter(datetime.fromtimestamp(e["_timestamp"] / 1000, UTC).strftime("%Y-%m") for e in events)
+    cases = Counter("Case 1 (app user id)" if e["user"]["id"] != e["user"].get("email") else "Case 2 (email)"
+                    for e in events)
+    held = _held(state) if not dry_run else 0
+    print("\n== What Usermaven received ==")
+    print(f"{len(events)} events" + (" (dry run: nothing was sent)" if dry_run else ""))
+    print("By stage:")
+    for stage, count in stages.most_common():
+        print(f"  {stage:<14} {count:>5}")
+    print("By month of the stage change (the event's _timestamp):")
+    for month in sorted(months):
+        print(f"  {month}  {months[month]:>4}  {'#' * min(60, months[month])}")
+    print("Identities:")
+    for case, count in sorted(cases.items()):
+        print(f"  {case:<22} {count:>5}")
+    print(f"  {'held (no email/user id)':<22} {held:>5}  — kept in the ledger, sent once a person is added")
+    print("Requests:")
+    print(f"  Attio      {attio_stats['requests']:>6}  ({attio_stats['rate_limited']} answered 429)")
+    print(f"  Usermaven  {usermaven_requests:>6}")
+    print(f"State database:   {state}   (try: attio-usermaven-sync status --state {state})")
+    print(f"Received events:  {events_file}")
+    print(f"Took {seconds:.1f} s")
+
+
+def _held(state: Path) -> int:
+    if not state.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{state}?mode=ro", uri=True)
+    try:
+        return conn.execute("select count(*) from ledger where state = 'held'").fetchone()[0]
+    finally:
+        conn.close()

@@ -23,6 +23,7 @@ PAGE_SIZE = 500
 # another past the page boundary unseen; callers drop the repeats by key.
 PAGE_OVERLAP = 10
 IN_CHUNK = 200
+BAD_BODY_ATTEMPTS = 3
 
 
 class AttioError(Exception):
@@ -156,25 +157,34 @@ class AttioClient:
         return session
 
     def request(self, method: str, path: str, params: dict | None = None, body: dict | None = None) -> Page:
-        """One call; raises AttioError (or a subclass) with Attio's own message on any failure."""
-        self.limiter.wait()
-        self.stats.add(requests=1)
-        try:
-            response = self._session().request(
-                method, self.base_url + path, params=params, json=body, headers=self._headers, timeout=TIMEOUT
-            )
-        except requests.RequestException as exc:
-            raise AttioError(self.redact(f"Attio could not be reached ({type(exc).__name__}: {exc})")) from None
-        log.debug("%s %s -> %s", method, response.url, response.status_code)
-        try:
-            payload = response.json()
-        except ValueError:
-            payload = None
-        if response.status_code >= 400:
-            self._raise(response.status_code, payload, path)
-        if not isinstance(payload, dict):
+        """One call; raises AttioError (or a subclass) with Attio's own message on any failure.
+
+        Status and connection failures are retried by the session's adapter; a success whose body is not
+        JSON (cut off on the way) is retried here, as urllib3 cannot see it.
+        """
+        for attempt in range(1, BAD_BODY_ATTEMPTS + 1):
+            self.limiter.wait()
+            self.stats.add(requests=1)
+            try:
+                response = self._session().request(
+                    method, self.base_url + path, params=params, json=body, headers=self._headers, timeout=TIMEOUT
+                )
+            except requests.RequestException as exc:
+                raise AttioError(self.redact(f"Attio could not be reached ({type(exc).__name__}: {exc})")) from None
+            log.debug("%s %s -> %s", method, response.url, response.status_code)
+            try:
+                payload = response.json()
+            except ValueError:
+                payload = None
+            if response.status_code >= 400:
+                self._raise(response.status_code, payload, path)
+            if isinstance(payload, dict):
+                break
+            log.warning("Attio sent a body that is not JSON for %s %s (HTTP %s, attempt %d of %d)",
+                        method, path, response.status_code, attempt, BAD_BODY_ATTEMPTS)
+        else:
             raise AttioError(f"Attio sent a response that is not JSON for {method} {path} "
-                             f"(HTTP {response.status_code})")
+                             f"{BAD_BODY_ATTEMPTS} times (HTTP {response.status_code})")
         # Most endpoints wrap their answer in `data`; /v2/self does not.
         data = payload.get("data", payload)
         rows = data if isinstance(data, list) else [data] if isinstance(data, dict) else []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import islice
 
 from tqdm import tqdm
@@ -13,7 +13,7 @@ from tqdm import tqdm
 from sync.delivery import DeliveryStopped, deliver
 from sync.job import Context, events_for, record_new, snapshot_row
 from sync.models import Current, Transition, format_time
-from sync.poll import BASELINE, EPOCH, POLL
+from sync.poll import BASELINE, POLL
 from sync.transitions import in_range
 from sync.usermaven import BATCH_EVENTS
 
@@ -34,7 +34,9 @@ def backfill(ctx: Context, since: datetime, until: datetime | None) -> None:
 
     Each batch of deals is committed with its ledger rows and marked done, so a killed backfill started
     again with the same arguments skips the deals it finished. On an empty state it also records the
-    baseline snapshot, and the checkpoint at the moment it began (Attio's clock).
+    baseline snapshot, and sets the checkpoint to the moment it began (Attio's clock) as soon as it knows it:
+    polls run meanwhile, or after it was killed, take every change from then on, and the deals not in the
+    snapshot yet count as new from then on.
     """
     store = ctx.store
     empty = store.checkpoint(POLL) is None
@@ -43,16 +45,19 @@ def backfill(ctx: Context, since: datetime, until: datetime | None) -> None:
         log.info("resuming the unfinished backfill since %s", format_time(since))
     total = _count_deals(ctx) if ctx.show_progress else None
     bar = tqdm(total=total, unit="deal", desc="backfill", disable=not ctx.show_progress, dynamic_ncols=True)
-    started: list[datetime] = []
 
     def todo() -> Iterator[Current]:
+        nonlocal empty
         for page in ctx.pipeline.scan(None):
-            if page.date and not started:
-                started.append(page.date)
             fresh = page.currents
             if empty:
                 with store.atomic():
                     store.save_snapshot(snapshot_row(c) for c in fresh)
+                    if store.checkpoint(POLL) is None:
+                        # Attio always sends a Date; the local clock is only a fallback.
+                        began = format_time(page.date or datetime.now(UTC))
+                        store.set_checkpoint(BASELINE, began)
+                        store.set_checkpoint(POLL, began)
             done = store.done_keys(run_id, [c.ref.key for c in fresh])
             bar.update(len(done))
             ctx.summary.deals_read += len(fresh) - len(done)
@@ -75,11 +80,6 @@ def backfill(ctx: Context, since: datetime, until: datetime | None) -> None:
     finally:
         pairs.close()
         bar.close()
-    if empty:
-        checkpoint = format_time(started[0] if started else EPOCH)
-        with store.atomic():
-            store.set_checkpoint(BASELINE, checkpoint)
-            store.set_checkpoint(POLL, checkpoint)
     store.finish_backfill(run_id)
     if delivering:
         _deliver(ctx)

@@ -204,7 +204,9 @@ def _work(ctx: Context, args: argparse.Namespace, command: str, since: datetime 
     from sync.replay import replay
 
     ctx.pipeline.check()
-    if command != "backfill" and command != "replay" and ctx.store.checkpoint(POLL) is None:
+    if command == "run":
+        _warn_unfinished_backfills(ctx.store)
+    if command == "run" and ctx.store.checkpoint(POLL) is None:
         count = record_baseline(ctx)
         if ctx.dry_run:
             return EXIT_OK, f"dry run: the first run would record a baseline of {count} deals and send nothing"
@@ -237,6 +239,17 @@ def _work(ctx: Context, args: argparse.Namespace, command: str, since: datetime 
     return EXIT_OK, ""
 
 
+def _resume_command(backfill: dict) -> str:
+    until = f" --until {backfill['until']}" if backfill["until"] else ""
+    return f"attio-usermaven-sync run --backfill --since {backfill['since']}{until}"
+
+
+def _warn_unfinished_backfills(store: Store) -> None:
+    for backfill in store.unfinished_backfills():
+        log.warning("a backfill started %s did not finish (%d deals done); resume it with: %s",
+                    backfill["started_at"][:19].replace("T", " "), backfill["deals_done"], _resume_command(backfill))
+
+
 def _report(command: str, ctx: Context, seconds: float, dry_run: bool) -> None:
     s = ctx.summary
     outcome = f"{s.printed} event(s) printed (dry run, nothing sent)" if dry_run else f"{s.sent} event(s) sent"
@@ -261,6 +274,7 @@ def show_status(state: Path, as_json: bool, out: TextIO | None = None) -> int:
         "held": store.held_reasons(),
         "pending_errors": store.pending_errors(),
         "failed": store.failures(),
+        "unfinished_backfills": [{**b, "resume": _resume_command(b)} for b in store.unfinished_backfills()],
         "runs": store.last_runs(),
     }
     store.close()
@@ -279,6 +293,8 @@ def show_status(state: Path, as_json: bool, out: TextIO | None = None) -> int:
     lines += [f"  pending:   {r['count']} — last attempt: {r['last_error']}" for r in report["pending_errors"]]
     lines += [f"  failed:    {r['event_id']} (deal {r['deal_key']} → {r['to_stage']}, {r['changed_at']}): "
               f"{r['last_error']}" for r in report["failed"]]
+    lines += [f"unfinished backfill since {b['since']}: {b['deals_done']} deals done; resume: {b['resume']}"
+              for b in report["unfinished_backfills"]]
     lines.append("last runs:")
     for run in report["runs"]:
         lines.append(

@@ -261,6 +261,12 @@ class Store:
         if rows:
             self.db["backfill_done"].insert_all(rows, pk=("backfill_id", "deal_key"), ignore=True)
 
+    def unfinished_backfills(self) -> list[dict]:
+        return list(self.db.query(
+            "select b.id, b.since, b.until, b.started_at, count(d.deal_key) as deals_done from backfills b "
+            "left join backfill_done d on d.backfill_id = b.id where b.finished_at is null "
+            "group by b.id order by b.started_at"))
+
     def finish_backfill(self, backfill_id: str) -> None:
         with self.atomic():
             self.db["backfills"].update(backfill_id, {"finished_at": now_text()})

@@ -145,3 +145,46 @@ def test_backfill_goes_on_recording_when_usermaven_is_down(history, usermaven, r
     usermaven.answers = []
     assert run("run")[0] == 0
     assert len(usermaven.events) == 7
+
+
+def test_unfinished_backfill_is_named_by_run_and_status(attio, usermaven, run, env):
+    from tests.attio_shapes import FakePerson
+
+    attio.people[uid("p1")] = FakePerson(uid("p1"), ["jane@acme.com"])
+    for n in range(3):
+        attio.add_deal(FakeDeal(uid(f"u{n}"), f"U{n}", NOW - days(10 - n), [("Lead", NOW - days(10 - n))],
+                                people=[uid("p1")]))
+    attio.history_failures[uid("u1")] = 1
+    assert run("run", "--backfill", "--since", "2025-06-01")[0] == 1
+    code, out, err = run("run")
+    assert "did not finish" in err
+    assert "resume it with: attio-usermaven-sync run --backfill --since 2025-06-01T00:00:00.000000Z" in err
+    code, out, err = run("status")
+    assert "unfinished backfill since 2025-06-01T00:00:00.000000Z" in out
+    assert run("run", "--backfill", "--since", "2025-06-01T00:00:00.000000Z")[0] == 0
+    assert "unfinished backfill since" not in run("status")[1]
+    assert len(usermaven.events) == 3
+
+
+def test_changes_after_a_killed_backfill_began_are_caught_by_polls(attio, usermaven, run, env, monkeypatch):
+    """The checkpoint is set when an empty-state backfill starts, so a poll run before it is resumed
+    misses nothing, not even a change to a deal the backfill had already finished."""
+    from tests.attio_shapes import FakePerson
+
+    monkeypatch.setattr(backfill_module, "BATCH", 1)
+    attio.people[uid("p1")] = FakePerson(uid("p1"), ["jane@acme.com"])
+    for n in range(4):
+        attio.add_deal(FakeDeal(uid(f"k{n}"), f"K{n}", NOW - days(10 - n), [("Lead", NOW - days(10 - n))],
+                                people=[uid("p1")]))
+    attio.history_failures[uid("k2")] = 1
+    assert run("run", "--backfill", "--since", "2025-06-01")[0] == 1
+    assert len(usermaven.events) == 2  # k0, k1 finished
+    attio.move(uid("k0"), "Won 🎉", NOW + MINUTE)  # a finished deal moves
+    attio.add_deal(FakeDeal(uid("k9"), "K9", NOW + MINUTE, [("Lead", NOW + MINUTE)], people=[uid("p1")]))
+    attio.clock = NOW + 2 * MINUTE
+    assert run("run")[0] == 0
+    assert sent_pairs(usermaven)[-2:] == by_text([(uid("k0"), "Lead", "Won 🎉"), (uid("k9"), None, "Lead")])[-2:] \
+        or set(sent_pairs(usermaven)) >= {(uid("k0"), "Lead", "Won 🎉"), (uid("k9"), None, "Lead")}
+    assert run("run", "--backfill", "--since", "2025-06-01")[0] == 0
+    ids = [e["event_id"] for e in usermaven.events]
+    assert len(ids) == len(set(ids)) == 6  # k0 ×2, k1, k2, k3, k9

@@ -88,3 +88,19 @@ def test_rate_limiter_holds_the_ceiling_across_threads(per_second):
     assert min(gaps) >= 0  # sorted; and no window of one second holds more than the ceiling
     for i, start in enumerate(stamps):
         assert sum(1 for s in stamps[i:] if s - start < 1.0) <= per_second
+
+
+def test_truncated_json_from_attio_is_retried(workspace, usermaven, run, env):
+    run("run")
+    workspace.move(uid("d1"), "Demo", NOW.replace(minute=1))
+    workspace.clock = NOW.replace(minute=5)
+    workspace.failures = [(200, {}, "cut")] * 2  # bodies that are not JSON
+    code, out, err = run("run")
+    assert code == 0
+    assert "not JSON" in err and "attempt 1 of 3" in err
+    assert len(usermaven.events) == 1
+    workspace.failures = [(200, {}, "cut")] * 3
+    workspace.move(uid("d1"), "Lost", NOW.replace(minute=6))
+    workspace.clock = NOW.replace(minute=7)
+    code, out, err = run("run")
+    assert code == 1 and "not JSON" in err and "3 times" in err

@@ -1,0 +1,85 @@
+"""``python -m sync.sandbox serve``: run the Attio sandbox and the Usermaven collector in the foreground.
+
+Prints one JSON line with the URLs and credentials, then serves until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from sync.sandbox.attio import AttioSandbox
+from sync.sandbox.usermaven import UsermavenCollector
+from sync.sandbox.workspace import Workspace, item_json
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = argparse.ArgumentParser(prog="python -m sync.sandbox", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run both sandbox servers until SIGTERM/SIGINT")
+    serve.add_argument("--deals", type=int, default=300, help="deals to generate (default 300)")
+    serve.add_argument("--seed", type=int, default=1, help="generator seed (default 1)")
+    serve.add_argument("--rate-limit", type=int, default=100,
+                       help="Attio requests per second before 429 (default 100; 0 disables)")
+    serve.add_argument("--latency", type=float, default=0.0, help="seconds added to every API answer")
+    serve.add_argument("--attio-port", type=int, default=0, help="Attio sandbox port (default: a free one)")
+    serve.add_argument("--usermaven-port", type=int, default=0, help="collector port (default: a free one)")
+    serve.add_argument("--events-file", default=None, help="append every accepted event to this JSONL file")
+    return parser
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Generate a workspace, start both servers, print their coordinates and wait for a signal."""
+    workspace = Workspace.generate(seed=args.seed, deals=args.deals)
+    # Render every record once so the first full scan is as fast as the following ones.
+    for collection in (*workspace.objects.values(), *workspace.lists.values()):
+        for item in collection.items.values():
+            item_json(collection, workspace, item)
+    attio = AttioSandbox(
+        workspace, rate_limit=args.rate_limit or None, latency=args.latency, port=args.attio_port
+    )
+    usermaven = UsermavenCollector(jsonl_path=args.events_file, port=args.usermaven_port)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    attio_url = attio.start()
+    try:
+        events_url = usermaven.start()
+        try:
+            print(json.dumps({
+                "attio_url": attio_url,
+                "attio_token": attio.token,
+                "usermaven_events_url": events_url,
+                "usermaven_api_key": usermaven.api_key,
+                "usermaven_server_token": usermaven.server_token,
+                "deals": len(workspace.deals.items),
+            }), flush=True)
+            while not stop.wait(0.5):
+                pass
+        finally:
+            usermaven.stop()
+    finally:
+        attio.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""The real CLI, in a subprocess, against the sandbox's Attio and Usermaven servers on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from sync.config import SETTINGS
+from sync.models import parse_time
+from sync.sandbox import AttioSandbox, Faults, UsermavenCollector, Workspace
+
+SINCE = "2020-01-01"
+
+
+class Setup:
+    def __init__(self, workspace: Workspace, attio: AttioSandbox, usermaven: UsermavenCollector, state: Path):
+        self.workspace, self.attio, self.usermaven, self.state = workspace, attio, usermaven, state
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in {s.name for s in SETTINGS}}
+        env.update({
+            "ATTIO_BASE_URL": self.attio.url, "ATTIO_API_KEY": self.attio.token,
+            "ATTIO_USER_ID_ATTRIBUTE": "app_user_id", "ATTIO_MAX_RPS": "90",
+            "USERMAVEN_EVENTS_URL": self.usermaven.events_url, "USERMAVEN_API_KEY": self.usermaven.api_key,
+            "USERMAVEN_SERVER_TOKEN": self.usermaven.server_token, "USERMAVEN_SITE_URL": "https://it.example",
+            "SYNC_STATE_DB": str(self.state), **extra,
+        })
+        return env
+
+    def cli(self, *args: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "sync", *args], env=self.env(**extra), capture_output=True,
+                              text=True, timeout=120)
+
+    def popen(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "sync", *args], env=self.env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def ledger(self) -> list[dict]:
+        conn = sqlite3.connect(self.state)
+        conn.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in conn.execute("select * from ledger")]
+        finally:
+            conn.close()
+
+    def sent_keys(self) -> list[tuple]:
+        return [(e["event_attributes"]["deal_id"], e["event_attributes"]["deal_stage"],
+                 parse_time(e["event_attributes"]["stage_changed_at"])) for e in self.usermaven.events]
+
+    def recorded_keys(self) -> set[tuple]:
+        """Every transition in the ledger, as (record id, to status id, time)."""
+        return {(r["record_id"], r["to_stage_id"], parse_time(r["changed_at"])) for r in self.ledger()}
+
+    def held_keys(self) -> set[tuple]:
+        return {(r["record_id"], r["to_stage_id"], parse_time(r["changed_at"]))
+                for r in self.ledger() if r["state"] == "held"}
+
+
+def expected(workspace: Workspace, since: datetime | None = None) -> set[tuple]:
+    return {(t.record_id, t.to_status_id, t.active_from) for t in workspace.expected_transitions(since=since)}
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    workspace = Workspace.generate(seed=11, deals=120)
+    with AttioSandbox(workspace, rate_limit=100) as attio, \
+            UsermavenCollector(jsonl_path=tmp_path / "events.jsonl") as usermaven:
+        yield Setup(workspace, attio, usermaven, tmp_path / "state" / "sync.db")
+
+
+def assert_everything_delivered_once(s: Setup, since: datetime | None = None) -> None:
+    want = expected(s.workspace, since)
+    assert s.recorded_keys() == want
+    sent = {(e["event_attributes"]["deal_id"], e["event_attributes"]["stage_changed_at"])
+            for e in s.usermaven.unique_events()}
+    assert len(sent) == len(want) - len(s.held_keys())
+    assert {r["state"] for r in s.ledger()} <= {"sent", "held"}
+
+
+def test_baseline_then_changes_then_poll(sandbox):
+    s = sandbox
+    first = s.cli("run")
+    assert first.returncode == 0, first.stderr
+    assert "baseline recorded for 120 deals" in first.stderr
+    assert s.usermaven.events == []
+    before = datetime.now(UTC) - timedelta(milliseconds=1)
+    deals = s.workspace.deal_ids()
+    s.workspace.move_deal(deals[0], "Won 🎉")
+    s.workspace.move_deal(deals[1], "Lost")
+    s.workspace.move_deal(deals[1], "Qualified")
+    current = s.workspace.stage_history(deals[2])[-1]["status"]["title"]
+    s.workspace.move_deal(deals[2], "Demo" if current != "Demo" else "Lead")
+    s.workspace.move_deal(deals[2], current)  # A → B → A
+    person = s.workspace.add_person(email="new.lead@example.org")
+    s.workspace.create_deal("Brand new", "Lead", people=[person])
+    result = s.cli("run")
+    assert result.returncode == 0, result.stderr
+    assert s.recorded_keys() == expected(s.workspace, before)
+    assert len(s.recorded_keys()) == 6
+    assert len(s.usermaven.events) == 6 - len(s.held_keys())
+    again = s.cli("run")
+    assert again.returncode == 0 and len(s.usermaven.events) == 6 - len(s.held_keys())
+
+
+def test_backfill_then_poll_sends_nothing_twice(sandbox):
+    s = sandbox
+    result = s.cli("run", "--backfill", "--since", SINCE)
+    assert result.returncode == 0, result.stderr
+    assert_everything_delivered_once(s)
+    count = len(s.usermaven.events)
+    assert len(s.usermaven.unique_events()) == count  # no event id arrived twice
+    for _ in range(2):
+        assert s.cli("run").returncode == 0
+        assert s.cli("run", "--backfill", "--since", SINCE).returncode == 0
+    assert len(s.usermaven.events) == count
+    assert s.attio.stats["rate_limited"] == 0  # ATTIO_MAX_RPS 90 under the server's 100
+
+
+def test_faults_on_both_sides_end_with_everything_delivered(sandbox):
+    s = sandbox
+    s.attio.faults = Faults(error_rate=0.08, drop_rate=0.02, malformed_rate=0.02, seed=3)
+    s.usermaven.faults = Faults(error_rate=0.3, drop_rate=0.05, seed=4)
+    # An operator re-runs what failed: the backfill until it completes, then the polls.
+    codes = []
+    for command in (("run", "--backfill", "--since", SINCE), ("run",)):
+        if command == ("run",):
+            s.workspace.move_deal(s.workspace.deal_ids()[5], "Won 🎉")
+        for _ in range(15):
+            codes.append(s.cli(*command).returncode)
+            if codes[-1] == 0:
+                break
+        assert codes[-1] == 0
+    assert set(codes) <= {0, 1}
+    assert s.attio.stats["faults"] > 0 and s.usermaven.stats["faults"] > 0
+    assert_everything_delivered_once(s)
+
+
+def test_killed_backfill_resumes_and_sends_everything_once(tmp_path):
+    workspace = Workspace.generate(seed=5, deals=400)
+    with AttioSandbox(workspace, rate_limit=100, latency=0.01) as attio, UsermavenCollector() as usermaven:
+        s = Setup(workspace, attio, usermaven, tmp_path / "sync.db")
+        process = s.popen("run", "--backfill", "--since", SINCE)
+        deadline = time.monotonic() + 60
+        while len(usermaven.events) < 150 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        assert process.poll() is None, "the backfill finished before it could be killed"
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        reads_first = attio.stats["by_kind"].get("record_values", 0)
+        assert 0 < reads_first < 400
+        result = s.cli("run", "--backfill", "--since", SINCE)
+        assert result.returncode == 0, result.stderr
+        assert "resuming" in result.stderr
+        reads_total = attio.stats["by_kind"]["record_values"]
+        # Finished deals are not read again: only the batch in progress and the read-ahead window are.
+        assert reads_total <= 400 + 50 + 32
+        assert_everything_delivered_once(s)
+        # A kill between Usermaven's 200 and the commit may resend one batch, with the same ids.
+        assert len(usermaven.events) - len(usermaven.unique_events()) <= 50

@@ -165,3 +165,33 @@ def test_killed_backfill_resumes_and_sends_everything_once(tmp_path):
         assert_everything_delivered_once(s)
         # A kill between Usermaven's 200 and the commit may resend one batch, with the same ids.
         assert len(usermaven.events) - len(usermaven.unique_events()) <= 50
+
+
+def test_list_pipeline_backfill_poll_and_replay(sandbox):
+    s = sandbox
+    twice = next(r for r in s.workspace.deal_ids() if len(s.workspace.entry_ids(r)) == 2)
+    s.workspace.set_deal_people(twice, [s.workspace.add_person(email="two.entries@example.org")])
+    result = s.cli("run", "--backfill", "--since", SINCE, ATTIO_LIST="sales_pipeline")
+    assert result.returncode == 0, result.stderr
+    want = {(t.entry_id, t.to_status_id, t.active_from) for t in s.workspace.expected_entry_transitions()}
+    got = {(r["entry_id"], r["to_stage_id"], parse_time(r["changed_at"])) for r in s.ledger()}
+    assert got == want and len(want) > 0
+    entry = s.workspace.entry_ids(twice)[0]
+    before = datetime.now(UTC) - timedelta(milliseconds=1)
+    current = s.workspace.entry_history(entry)[-1]["status"]["title"]
+    s.workspace.move_entry(entry, "Lost" if current != "Lost" else "Lead")
+    assert s.cli("run", ATTIO_LIST="sales_pipeline").returncode == 0
+    moved = [e for e in s.usermaven.events if parse_time(e["event_attributes"]["stage_changed_at"]) >= before]
+    assert [e["event_attributes"]["entry_id"] for e in moved] == [entry]
+    sent_before = len(s.usermaven.events)
+    result = s.cli("replay", twice, ATTIO_LIST="sales_pipeline")
+    assert result.returncode == 0, result.stderr
+    replayed = s.usermaven.events[sent_before:]
+    mine = [t for t in s.workspace.expected_entry_transitions() if t.entry_id in s.workspace.entry_ids(twice)]
+    assert sorted((e["event_attributes"]["entry_id"], parse_time(e["event_attributes"]["stage_changed_at"]))
+                  for e in replayed) == sorted((t.entry_id, t.active_from) for t in mine)
+    assert {e["event_attributes"]["deal_id"] for e in replayed} == {twice}
+    assert {e["user"]["id"] for e in replayed} == {"two.entries@example.org"}
+    # a replay resends with the original ids: Usermaven ends with one event per transition
+    assert len(s.usermaven.unique_events()) == len({e["event_id"] for e in s.usermaven.events})
+    assert {e["event_id"] for e in replayed} <= {e["event_id"] for e in s.usermaven.events[:sent_before]}

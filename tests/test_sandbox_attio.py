@@ -517,3 +517,17 @@ def test_serve_prints_one_json_line_and_stops_on_sigterm(tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_record_entries_lists_every_entry_of_a_record(attio, workspace):
+    twice = next(r for r in workspace.deal_ids() if len(workspace.entry_ids(r)) == 2)
+    response = requests.get(f"{attio.url}/v2/objects/deals/records/{twice}/entries",
+                            headers={"Authorization": f"Bearer {attio.token}"}, timeout=5)
+    assert response.status_code == 200
+    rows = response.json()["data"]
+    assert sorted(r["entry_id"] for r in rows) == sorted(workspace.entry_ids(twice))
+    assert {r["list_api_slug"] for r in rows} == {"sales_pipeline"}
+    assert {r["list_id"] for r in rows} == {workspace.list_id}
+    missing = requests.get(f"{attio.url}/v2/objects/deals/records/00000000-0000-4000-8000-000000000000/entries",
+                           headers={"Authorization": f"Bearer {attio.token}"}, timeout=5)
+    assert missing.status_code == 404 and missing.json()["code"] == "not_found"

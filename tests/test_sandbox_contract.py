@@ -143,6 +143,7 @@ def success_requests(ws: Workspace) -> list[tuple[str, str, dict[str, Any]]]:
         ("POST", "/v2/objects/people/records/query", {}),
         ("POST", "/v2/objects/companies/records/query", {}),
         ("GET", f"/v2/objects/deals/records/{deal}", {}),
+        ("GET", f"/v2/objects/deals/records/{ws.entry(entry).parent_record_id}/entries", {}),
         ("GET", f"/v2/objects/deals/records/{deal}/attributes/stage/values?show_historic=true", {}),
         ("GET", f"/v2/objects/deals/records/{deal}/attributes/stage/values", {}),
         ("GET", f"/v2/objects/deals/records/{deal}/attributes/value/values?show_historic=true", {}),

@@ -3,6 +3,7 @@
 import re
 import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -330,3 +331,14 @@ def test_ten_thousand_deals_generate_in_a_few_seconds():
     assert time.perf_counter() - started < 5
     assert len(ws.deal_ids()) == 10_000
 
+
+
+def test_stage_changes_option_gives_every_deal_that_many_moves():
+    from sync.sandbox.workspace import _Generator
+
+    workspace = Workspace.generate(seed=4, deals=200, stage_changes=(3, 6))
+    moves = Counter(t.record_id for t in workspace.expected_transitions() if t.from_status_id)
+    outside = [d for d in workspace.deal_ids() if not 3 <= moves[d] <= 6]
+    # only the scripted deals that guarantee the variety keep their own shape
+    assert len(outside) <= len(_Generator._SCRIPTS)
+    assert {moves[d] for d in workspace.deal_ids() if d not in outside} == {3, 4, 5, 6}

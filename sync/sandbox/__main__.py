@@ -31,12 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--attio-port", type=int, default=0, help="Attio sandbox port (default: a free one)")
     serve.add_argument("--usermaven-port", type=int, default=0, help="collector port (default: a free one)")
     serve.add_argument("--events-file", default=None, help="append every accepted event to this JSONL file")
+    serve.add_argument("--stage-changes", nargs=2, type=int, metavar=("LOW", "HIGH"), default=None,
+                       help="give every deal LOW..HIGH moves after its first stage (default: a realistic mix)")
     return parser
 
 
 def serve(args: argparse.Namespace) -> int:
     """Generate a workspace, start both servers, print their coordinates and wait for a signal."""
-    workspace = Workspace.generate(seed=args.seed, deals=args.deals)
+    changes = tuple(args.stage_changes) if args.stage_changes else None
+    workspace = Workspace.generate(seed=args.seed, deals=args.deals, stage_changes=changes)
     # Render every record once so the first full scan is as fast as the following ones.
     for collection in (*workspace.objects.values(), *workspace.lists.values()):
         for item in collection.items.values():

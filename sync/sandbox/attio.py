@@ -674,6 +674,8 @@ _ROUTES: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
          r"^/v2/(?P<target>objects|lists)/(?P<identifier>[^/]+)/attributes/(?P<attribute>[^/]+)/statuses$"),
         ("POST", "records_query", r"^/v2/(?P<target>objects)/(?P<identifier>[^/]+)/records/query$"),
         ("GET", "record", r"^/v2/(?P<target>objects)/(?P<identifier>[^/]+)/records/(?P<item_id>[^/]+)$"),
+        ("GET", "record_entries",
+         r"^/v2/(?P<target>objects)/(?P<identifier>[^/]+)/records/(?P<item_id>[^/]+)/entries$"),
         ("GET", "record_values",
          r"^/v2/(?P<target>objects)/(?P<identifier>[^/]+)/records/(?P<item_id>[^/]+)"
          r"/attributes/(?P<attribute>[^/]+)/values$"),
@@ -927,6 +929,24 @@ class AttioSandbox(LoopbackServer):
 
     _record = _item
     _entry = _item
+
+    def _record_entries(self, request: Request, target: str, identifier: str, item_id: str) -> Reply:
+        """The list entries whose parent is this record (`GET .../records/{record_id}/entries`)."""
+        found = self._collection(target, identifier)
+        if isinstance(found, Reply):
+            return found
+        if item_id not in found.items:
+            return _not_found(f'Record with ID "{item_id}" not found.')
+        entries = [
+            {"list_id": collection.id, "list_api_slug": collection.api_slug, "entry_id": entry.entry_id,
+             "created_at": format_ts(entry.created_at)}
+            for collection in self.workspace.lists.values()
+            for entry in collection.ordered()
+            if entry.parent_record_id == item_id
+        ]
+        limit, offset = _query_paging(request)
+        page = entries[offset:] if limit is None else entries[offset:offset + limit]
+        return json_reply(200, {"data": page})
 
     def _values(self, request: Request, target: str, identifier: str, item_id: str, attribute: str) -> Reply:
         found = self._collection(target, identifier)

@@ -368,11 +368,14 @@ class Workspace:
         start: datetime | None = None,
         end: datetime | None = None,
         with_list: bool = True,
+        stage_changes: tuple[int, int] | None = None,
     ) -> Workspace:
         """Generate a workspace with ``deals`` deals whose histories span ``start``..``end``.
 
         The default span is the two years ending one hour before now (UTC). The same seed and span give
-        the same workspace; ids depend on the seed only.
+        the same workspace; ids depend on the seed only. ``stage_changes=(low, high)`` gives every generated
+        deal between ``low`` and ``high`` moves after its first stage (a won or lost deal is re-opened to
+        get there), for benchmarks that need a known amount of history.
         """
         if end is None:
             end = utcnow() - timedelta(hours=1)
@@ -381,7 +384,7 @@ class Workspace:
         start, end = start.astimezone(UTC), end.astimezone(UTC)
         if start >= end:
             raise ValueError("start must be before end")
-        return _Generator(random.Random(seed), deals, start, end, with_list).build()
+        return _Generator(random.Random(seed), deals, start, end, with_list, stage_changes).build()
 
     # ---- lookups ----------------------------------------------------------------------------------------
 
@@ -798,9 +801,11 @@ class _Generator:
     """Builds a workspace; one instance per :meth:`Workspace.generate` call."""
 
     def __init__(
-        self, rng: random.Random, deals: int, start: datetime, end: datetime, with_list: bool
+        self, rng: random.Random, deals: int, start: datetime, end: datetime, with_list: bool,
+        stage_changes: tuple[int, int] | None = None,
     ) -> None:
         self.rng = rng
+        self.stage_changes = stage_changes
         self.deal_count = deals
         self.start = start
         self.end = end
@@ -959,16 +964,18 @@ class _Generator:
             people.append(record)
         return people
 
-    def _path(self, length: int) -> list[str]:
-        """A random walk through the pipeline: forward moves, skips, steps back, lost, reopened, won."""
+    def _path(self, length: int, reopen: bool = False) -> list[str]:
+        """A random walk through the pipeline: forward moves, skips, steps back, lost, reopened, won.
+
+        With ``reopen`` a won or lost deal is re-opened until the walk has ``length`` stages."""
         rng = self.rng
         path = [rng.choices(("Lead", "Qualified", "Demo"), (80, 15, 5))[0]]
         while len(path) < length:
             current = path[-1]
-            if current == WON:
+            if current == WON and not reopen:
                 break
-            if current == LOST:
-                if rng.random() < 0.5:
+            if current in (WON, LOST):
+                if reopen or rng.random() < 0.5:
                     path.append(rng.choice(PIPELINE[:4]))
                     continue
                 break
@@ -1030,7 +1037,10 @@ class _Generator:
                 times = self._times(created, len(path), 2.0 if limit else 12.0, limit)
             else:
                 created = self.at(rng.random())
-                path = self._path(rng.choices(_HISTORY_LENGTHS, _HISTORY_WEIGHTS)[0])
+                if self.stage_changes:
+                    path = self._path(1 + rng.randint(*self.stage_changes), reopen=True)
+                else:
+                    path = self._path(rng.choices(_HISTORY_LENGTHS, _HISTORY_WEIGHTS)[0])
                 times = self._times(created, len(path), 9.0)
                 if (
                     len(path) >= 3 and path[0] == "Lead" and path[1] in ("Qualified", "Demo")

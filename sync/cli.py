@@ -23,7 +23,7 @@ from sync.lock import LockHeld, StateLock
 from sync.pipeline import Pipeline, SetupError
 from sync.redact import RedactingFilter, Redactor
 from sync.resolve import Resolver
-from sync.store import Store
+from sync.store import Store, now_text
 from sync.usermaven import UsermavenClient
 
 EXIT_OK, EXIT_UNDELIVERED, EXIT_USAGE, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 2, 75, 130
@@ -162,8 +162,10 @@ def _execute(args: argparse.Namespace, config: Config, redactor: Redactor, since
     ctx = Context(config=config, store=store, attio=attio, usermaven=usermaven, pipeline=pipeline,
                   resolver=Resolver(attio, config.attio_user_id_attribute), dry_run=args.dry_run,
                   out=out or sys.stdout, show_progress=sys.stderr.isatty() and not args.quiet)
-    command = "backfill" if backfilling else args.command
+    # `schedule` runs the same poll as `run`.
+    command = "backfill" if backfilling else "run" if args.command == "schedule" else args.command
     run_id = store.start_run(command)
+    ctx.started_at = now_text()
     began = time.monotonic()
     code, message = EXIT_OK, ""
     try:
@@ -220,7 +222,7 @@ def _work(ctx: Context, args: argparse.Namespace, command: str, since: datetime 
             replay(ctx, args.deal_id, since)
         else:
             poll(ctx)
-        release_held(ctx)
+        release_held(ctx, detected_before=ctx.started_at)
     finally:
         # Whatever was committed before an Attio failure or Ctrl-C is sent now, not left for the next run.
         try:

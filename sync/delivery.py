@@ -8,7 +8,6 @@ from collections import defaultdict
 
 from sync.events import for_display, for_sending, with_identity
 from sync.job import Context
-from sync.store import HELD
 from sync.usermaven import UsermavenAuthError, UsermavenRejected, UsermavenUnavailable, batches
 
 log = logging.getLogger(__name__)
@@ -18,23 +17,28 @@ class DeliveryStopped(Exception):
     """Usermaven cannot take events now (down, or the token refused); the rest stay pending."""
 
 
-def release_held(ctx: Context) -> None:
-    """Look again at every held event's deal and people; those with an identity now become pending."""
-    held = ctx.store.rows(HELD)
-    if not held:
-        return
+def release_held(ctx: Context, detected_before: str, chunk: int = 200) -> None:
+    """Look again at the deal and people of every event held before this run; those with an identity now
+    become pending. Works through the deals `chunk` at a time, so memory stays flat."""
+    record_ids = ctx.store.held_record_ids(detected_before)
+    for start in range(0, len(record_ids), chunk):
+        _release(ctx, record_ids[start:start + chunk])
+    if ctx.summary.released:
+        log.info("released %d held event(s) whose person now has an identity", ctx.summary.released)
+
+
+def _release(ctx: Context, record_ids: list[str]) -> None:
     by_record: dict[str, list[dict]] = defaultdict(list)
-    for row in held:
+    for row in ctx.store.held_rows(record_ids):
         by_record[row["record_id"]].append(row)
-    deals = ctx.pipeline.deals_by_id(list(by_record))
+    deals = ctx.pipeline.deals_by_id(record_ids)
     ctx.resolver.forget_people(p for deal in deals.values() for p in deal.people_ids)
     ctx.resolver.load(deals.values())
     with ctx.store.atomic():
         for record_id, rows in by_record.items():
             deal = deals.get(record_id)
             if deal is None:
-                reason = "the deal no longer exists in Attio"
-                identity = None
+                identity, reason = None, "the deal no longer exists in Attio"
             else:
                 identity, reason = ctx.resolver.identity(deal)
             for row in rows:
@@ -43,8 +47,6 @@ def release_held(ctx: Context) -> None:
                     ctx.summary.released += 1
                 elif reason != row["reason"]:
                     ctx.store.hold(row["event_id"], reason or "no identity")
-    if ctx.summary.released:
-        log.info("released %d held event(s) whose person now has an identity", ctx.summary.released)
 
 
 def deliver(ctx: Context, min_batch: int = 1) -> None:

@@ -44,6 +44,7 @@ class Context:
     dry_run: bool = False
     out: TextIO = sys.stdout
     show_progress: bool = False
+    started_at: str = ""  # when this command began (ledger time), to tell its own rows from older ones
     summary: Summary = field(default_factory=Summary)
 
     @property

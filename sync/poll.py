@@ -55,7 +55,11 @@ def _changed(current: Current, snapshot: dict | None) -> bool:
 def poll(ctx: Context) -> None:
     """Read the deals whose stage was written since the checkpoint (less the overlap), record their new
     transitions with the snapshot, batch by batch, then advance the checkpoint."""
-    checkpoint = parse_time(ctx.store.checkpoint(POLL) or format_time(EPOCH))
+    recorded = ctx.store.checkpoint(POLL)
+    if recorded is None:
+        # Without a baseline every deal would look new and its whole history would be sent.
+        raise RuntimeError("no checkpoint: the baseline must be recorded before a poll")
+    checkpoint = parse_time(recorded)
     overlap = timedelta(seconds=ctx.config.overlap_seconds)
     baseline = ctx.store.checkpoint(BASELINE)
     # A deal missing from the snapshot was created after the baseline: its history from then on is new.

@@ -10,7 +10,11 @@ from sync.models import Deal, Identity, Person
 
 
 class Resolver:
-    """Looks up people, companies and workspace members for many deals at once, and caches them for the run."""
+    """Looks up people, companies and workspace members for many deals at once.
+
+    People and companies are kept for the current batch only, so memory stays flat however many deals a
+    backfill walks; workspace members are read once per run.
+    """
 
     def __init__(self, client: AttioClient, user_id_attribute: str | None):
         self.client = client
@@ -25,10 +29,16 @@ class Resolver:
             self._people.pop(person_id, None)
 
     def load(self, deals: Iterable[Deal]) -> None:
-        """Fetch every person and company these deals point at that is not cached yet: one query per 200 ids."""
+        """Fetch every person and company these deals point at (one query per 200 ids), keeping from the
+        previous batch only those these deals need too."""
         deals = list(deals)
-        people = [p for d in deals for p in d.people_ids if p not in self._people]
-        companies = [d.company_id for d in deals if d.company_id and d.company_id not in self._companies]
+        wanted_people = {p for d in deals for p in d.people_ids}
+        wanted_companies = {d.company_id for d in deals if d.company_id}
+        self._people = {k: v for k, v in self._people.items() if k in wanted_people}
+        self._companies = {k: v for k, v in self._companies.items() if k in wanted_companies}
+        people = [p for p in dict.fromkeys(p for d in deals for p in d.people_ids) if p not in self._people]
+        companies = [c for c in dict.fromkeys(d.company_id for d in deals if d.company_id)
+                     if c not in self._companies]
         if people:
             for record in self.client.records_by_id("people", people):
                 person = person_from_record(record, self.user_id_attribute)

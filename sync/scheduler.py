@@ -20,6 +20,8 @@ def run_every(seconds: int, job: Callable[[], int]) -> int:
 
         raise UsageError("--every must be at least 10 seconds")
     scheduler = BlockingScheduler(timezone="UTC")
+    if log.getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)  # its job-start lines, every tick
 
     def tick() -> None:
         code = job()

@@ -154,9 +154,20 @@ class Store:
             sql += f" limit {int(limit)}"
         return [_decoded(row) for row in self.db.query(sql, [state])]
 
-    def rows_for_deal(self, record_id: str) -> list[dict]:
-        return [_decoded(r) for r in self.db.query(
-            "select * from ledger where record_id = ? order by changed_at", [record_id])]
+    def held_record_ids(self, detected_before: str) -> list[str]:
+        """The deals (record ids) with events held since before this moment."""
+        return [r[0] for r in self.db.execute(
+            "select distinct record_id from ledger where state = ? and detected_at < ? order by record_id",
+            [HELD, detected_before])]
+
+    def held_rows(self, record_ids: Sequence[str]) -> list[dict]:
+        rows: list[dict] = []
+        for chunk in _chunks(list(record_ids), 500):
+            marks = ",".join("?" * len(chunk))
+            rows += [_decoded(r) for r in self.db.query(
+                f"select * from ledger where state = ? and record_id in ({marks}) order by changed_at",
+                [HELD, *chunk])]
+        return rows
 
     def iter_pending(self, batch: int = 500) -> Iterator[list[dict]]:
         """Pending rows in chunks, oldest first; re-reads after each chunk so rows marked meanwhile drop out."""

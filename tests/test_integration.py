@@ -195,3 +195,31 @@ def test_list_pipeline_backfill_poll_and_replay(sandbox):
     # a replay resends with the original ids: Usermaven ends with one event per transition
     assert len(s.usermaven.unique_events()) == len({e["event_id"] for e in s.usermaven.events})
     assert {e["event_id"] for e in replayed} <= {e["event_id"] for e in s.usermaven.events[:sent_before]}
+
+
+def test_schedule_polls_at_once_then_stops_cleanly_on_sigterm(sandbox):
+    s = sandbox
+    process = s.popen("schedule", "--every", "10")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (s.state.exists() and _runs(s.state)):
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "polling every 10 s" in err and "baseline recorded for 120 deals" in err
+    assert [r[0] for r in _runs(s.state)] == ["run"]
+
+
+def _runs(state: Path) -> list[tuple]:
+    conn = sqlite3.connect(state)
+    try:
+        return conn.execute("select command, exit_code from runs where finished_at is not null").fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        conn.close()
+
+
+def test_schedule_rejects_a_too_short_interval(sandbox):
+    result = sandbox.cli("schedule", "--every", "1")
+    assert result.returncode == 2 and "--every must be at least 10 seconds" in result.stderr

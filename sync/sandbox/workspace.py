@@ -194,8 +194,18 @@ class Value:
         return rendered
 
 
+class _Valued:
+    """What records and entries share: every attribute's values, past ones included."""
+
+    values: dict[str, list[Value]]
+
+    def current(self, slug: str) -> list[Value]:
+        """The active values of an attribute."""
+        return [v for v in self.values.get(slug, ()) if v.active_until is None]
+
+
 @dataclass
-class Record:
+class Record(_Valued):
     """A record of an object, with the full history of every attribute (oldest first)."""
 
     record_id: str
@@ -209,13 +219,9 @@ class Record:
         """The record id (uniform with ``Entry.id``)."""
         return self.record_id
 
-    def current(self, slug: str) -> list[Value]:
-        """The active values of an attribute."""
-        return [v for v in self.values.get(slug, ()) if v.active_until is None]
-
 
 @dataclass
-class Entry:
+class Entry(_Valued):
     """A list entry: its own attribute values and a pointer to its parent record."""
 
     entry_id: str
@@ -230,10 +236,6 @@ class Entry:
     def id(self) -> str:
         """The entry id (uniform with ``Record.id``)."""
         return self.entry_id
-
-    def current(self, slug: str) -> list[Value]:
-        """The active values of an attribute."""
-        return [v for v in self.values.get(slug, ()) if v.active_until is None]
 
 
 Item = Record | Entry

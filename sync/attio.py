@@ -218,8 +218,10 @@ class AttioClient:
             if filter:
                 body["filter"] = filter
             page = self.request("POST", path, body=body)
+            last = len(page.rows) < page_size
             yield page
-            if len(page.rows) < page_size:
+            del page  # a page of 500 records is megabytes: not kept while the next one is fetched
+            if last:
                 return
             offset += step
 

@@ -62,6 +62,7 @@ def backfill(ctx: Context, since: datetime, until: datetime | None) -> None:
             bar.update(len(done))
             ctx.summary.deals_read += len(fresh) - len(done)
             yield from (c for c in fresh if c.ref.key not in done)
+            del page, fresh  # one page in memory at a time
 
     def select(current: Current, transitions: list[Transition]) -> list[Transition]:
         return in_range(transitions, since, until)

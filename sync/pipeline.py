@@ -98,10 +98,13 @@ class Pipeline:
             pages = self.client.query(path, None)
             first = next(pages)
         seen: set[str] = set()
-        for page in _chain(first, pages):
+        chained = _chain(first, pages)
+        del first
+        for page in chained:
             currents = [c for c in map(self._current, page.rows) if c.ref.key not in seen]
             seen.update(c.ref.key for c in currents)
             yield ScanPage(currents, page.date)
+            del page, currents  # one page in memory at a time
 
     def _current(self, row: dict) -> Current:
         if self.list:
@@ -173,4 +176,5 @@ class Pipeline:
 
 def _chain(first, rest):  # type: ignore[no-untyped-def]
     yield first
+    del first
     yield from rest

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from urllib.parse import quote
 
@@ -45,6 +46,8 @@ class Pipeline:
         self.user_id_attribute = config.attio_user_id_attribute
         self.workers = config.attio_concurrency
         self._entries_filter_refused = False
+        self._titles: dict[str, str] | None = None
+        self._lock = threading.Lock()
 
     @property
     def target(self) -> tuple[str, str]:
@@ -131,7 +134,20 @@ class Pipeline:
             path = f"/v2/lists/{quote(self.list or '')}/entries/{quote(ref.entry_id)}/attributes/{attribute}/values"
         else:
             path = f"/v2/objects/{quote(self.object)}/records/{quote(ref.record_id)}/attributes/{attribute}/values"
-        return [stage_value(v) for v in self.client.values(path) if v.get("status")]
+        values = [stage_value(v) for v in self.client.values(path) if v.get("status")]
+        if all(v.title for v in values):
+            return values
+        titles = self._status_titles()
+        return [replace(v, title=v.title or titles.get(v.status_id) or v.status_id) for v in values]
+
+    def _status_titles(self) -> dict[str, str]:
+        """Stage titles by status id, archived stages included (for values that come without a title)."""
+        with self._lock:
+            if self._titles is None:
+                target, identifier = self.target
+                statuses = self.client.statuses(target, identifier, self.attribute)
+                self._titles = {s["id"]["status_id"]: s.get("title") or "" for s in statuses}
+            return self._titles
 
     def with_histories(self, currents: Iterable[Current], window: int | None = None
                        ) -> Iterator[tuple[Current, list[StageValue]]]:

@@ -39,20 +39,24 @@ def actor() -> dict:
     return {"type": "workspace-member", "id": MEMBER}
 
 
+def status_object(title: str, parent: str = DEALS_OBJECT, attribute_id: str = STAGE_ATTRIBUTE) -> dict:
+    return {
+        "id": {"workspace_id": WORKSPACE, "object_id": parent, "attribute_id": attribute_id,
+               "status_id": STAGES[title] if parent == DEALS_OBJECT else uid(f"list-status/{title}")},
+        "title": title,
+        "is_archived": False,
+        "celebration_enabled": title.startswith("Won"),
+        "target_time_in_status": None,
+    }
+
+
 def status_value(title: str, active_from: datetime, active_until: datetime | None = None,
                  parent: str = DEALS_OBJECT, attribute_id: str = STAGE_ATTRIBUTE) -> dict:
     return {
         "active_from": ts(active_from),
         "active_until": ts(active_until) if active_until else None,
         "created_by_actor": actor(),
-        "status": {
-            "id": {"workspace_id": WORKSPACE, "object_id": parent, "attribute_id": attribute_id,
-                   "status_id": STAGES[title] if parent == DEALS_OBJECT else uid(f"list-status/{title}")},
-            "title": title,
-            "is_archived": False,
-            "celebration_enabled": title.startswith("Won"),
-            "target_time_in_status": None,
-        },
+        "status": status_object(title, parent, attribute_id),
         "attribute_type": "status",
     }
 
@@ -208,6 +212,8 @@ class FakeAttio:
         m.add_callback("POST", f"{BASE}/v2/lists/sales_pipeline/entries/query", self._entries_query)
         m.add_callback("GET", re.compile(rf"{BASE}/v2/lists/sales_pipeline/entries/[\w-]+/attributes/stage/values.*"),
                        self._values)
+        m.add_callback("GET", f"{BASE}/v2/objects/deals/attributes/stage/statuses", lambda r: self._json(200, {
+            "data": [status_object(title) for title in STAGES]}))
         m.add_callback("GET", f"{BASE}/v2/workspace_members", lambda r: self._json(200, {"data": [
             {"id": {"workspace_id": WORKSPACE, "workspace_member_id": MEMBER}, "first_name": "Ada",
              "last_name": "Lovelace", "avatar_url": None, "email_address": "ada@acme.com",

@@ -188,3 +188,16 @@ def test_changes_after_a_killed_backfill_began_are_caught_by_polls(attio, userma
     assert run("run", "--backfill", "--since", "2025-06-01")[0] == 0
     ids = [e["event_id"] for e in usermaven.events]
     assert len(ids) == len(set(ids)) == 6  # k0 ×2, k1, k2, k3, k9
+
+
+def test_progress_bar_on_a_terminal_only_and_not_with_quiet(history, usermaven, run, monkeypatch):
+    import sys
+
+    code, out, err = run("run", "--backfill", "--since", "2020-01-01")
+    assert code == 0 and "deal/s" not in err and "100%" not in err  # stderr is not a terminal here
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    code, out, err = run("run", "--backfill", "--since", "2020-01-01")
+    assert code == 0
+    assert "backfill: 100%" in err and "4/4" in err  # deals done / total
+    code, out, err = run("run", "--backfill", "--since", "2020-01-01", "-q")
+    assert "100%" not in err

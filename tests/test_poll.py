@@ -246,3 +246,23 @@ def test_stage_ids_not_titles_decide_a_change(workspace, usermaven, run):
     finally:
         STAGES["Demo"] = uid("status/Demo")
     assert usermaven.events == []
+
+
+def test_stage_title_missing_from_a_value_comes_from_the_statuses_endpoint(workspace, usermaven, run, monkeypatch):
+    from tests import attio_shapes
+
+    run("run")
+    workspace.move(uid("d1"), "Won 🎉", NOW + MINUTE)
+    workspace.clock = NOW + 2 * MINUTE
+    original = attio_shapes.status_value
+
+    def untitled(title, *args, **kwargs):  # type: ignore[no-untyped-def]
+        value = original(title, *args, **kwargs)
+        value["status"]["title"] = ""
+        return value
+
+    monkeypatch.setattr(attio_shapes, "status_value", untitled)
+    assert run("run")[0] == 0
+    [event] = usermaven.events
+    assert (event["event_attributes"]["previous_stage"], event["event_attributes"]["deal_stage"]) == (
+        "Qualified", "Won 🎉")

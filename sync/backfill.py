@@ -47,7 +47,6 @@ def backfill(ctx: Context, since: datetime, until: datetime | None) -> None:
     bar = tqdm(total=total, unit="deal", desc="backfill", disable=not ctx.show_progress, dynamic_ncols=True)
 
     def todo() -> Iterator[Current]:
-        nonlocal empty
         for page in ctx.pipeline.scan(None):
             fresh = page.currents
             if empty:
@@ -77,19 +76,17 @@ def backfill(ctx: Context, since: datetime, until: datetime | None) -> None:
                 store.mark_done(run_id, (current.ref.key for current, _ in batch))
             bar.update(len(batch))
             if delivering:
-                delivering = _deliver(ctx, full_batches_only=True)
+                delivering = _deliver(ctx)
     finally:
         pairs.close()
         bar.close()
-    store.finish_backfill(run_id)
-    if delivering:
-        _deliver(ctx)
+    store.finish_backfill(run_id)  # the tail of pending events goes out with the command's final delivery
 
 
-def _deliver(ctx: Context, full_batches_only: bool = False) -> bool:
-    """Send what is pending; False once Usermaven stops taking events (the rest stay pending)."""
+def _deliver(ctx: Context) -> bool:
+    """Send the full batches pending; False once Usermaven stops taking events (the rest stay pending)."""
     try:
-        deliver(ctx, min_batch=BATCH_EVENTS if full_batches_only else 1)
+        deliver(ctx, min_batch=BATCH_EVENTS)
     except DeliveryStopped as exc:
         ctx.summary.errors.append(str(exc))
         log.error("%s; the backfill goes on recording, and the events stay pending for the next run", exc)

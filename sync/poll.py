@@ -99,8 +99,7 @@ def poll(ctx: Context) -> None:
     finally:
         pairs.close()
     # Attio's own clock at the start of the scan: whatever changes after it is caught next time.
-    new_checkpoint = _latest(checkpoint, started or latest)
     with ctx.store.atomic():
-        ctx.store.set_checkpoint(POLL, format_time(new_checkpoint or checkpoint))
+        ctx.store.set_checkpoint(POLL, format_time(_latest(checkpoint, started or latest) or checkpoint))
     log.info("poll: %d deal(s) with a stage written since %s, %d changed, %d new transition(s)",
              ctx.summary.deals_read, format_time(checkpoint - overlap), changed, ctx.summary.transitions)

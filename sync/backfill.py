@@ -88,6 +88,8 @@ def _deliver(ctx: Context) -> bool:
     try:
         deliver(ctx, min_batch=BATCH_EVENTS)
     except DeliveryStopped as exc:
+        if exc.refused:
+            raise  # a refused token stops the backfill; what was committed stays, and it resumes later
         ctx.summary.errors.append(str(exc))
         log.error("%s; the backfill goes on recording, and the events stay pending for the next run", exc)
         return False

@@ -223,6 +223,8 @@ def _work(ctx: Context, args: argparse.Namespace, command: str, since: datetime 
         else:
             poll(ctx)
         release_held(ctx, detected_before=ctx.started_at)
+    except DeliveryStopped as exc:
+        ctx.summary.errors.append(str(exc))
     finally:
         # Whatever was committed before an Attio failure or Ctrl-C is sent now, not left for the next run.
         try:

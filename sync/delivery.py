@@ -16,6 +16,10 @@ log = logging.getLogger(__name__)
 class DeliveryStopped(Exception):
     """Usermaven cannot take events now (down, or the token refused); the rest stay pending."""
 
+    def __init__(self, message: str, refused: bool = False):
+        super().__init__(message)
+        self.refused = refused  # 401/403: a configuration problem, not a passing one
+
 
 def release_held(ctx: Context, detected_before: str, chunk: int = 200) -> None:
     """Look again at the deal and people of every event held before this run; those with an identity now
@@ -79,7 +83,7 @@ def _send(rows: list[dict], ctx: Context) -> None:
     try:
         ctx.usermaven.send(events)
     except UsermavenAuthError as exc:
-        raise DeliveryStopped(str(exc)) from None
+        raise DeliveryStopped(str(exc), refused=True) from None
     except UsermavenUnavailable as exc:
         with ctx.store.atomic():
             ctx.store.note_attempt(ids, str(exc))

@@ -183,8 +183,10 @@ def test_changes_after_a_killed_backfill_began_are_caught_by_polls(attio, userma
     attio.add_deal(FakeDeal(uid("k9"), "K9", NOW + MINUTE, [("Lead", NOW + MINUTE)], people=[uid("p1")]))
     attio.clock = NOW + 2 * MINUTE
     assert run("run")[0] == 0
-    assert sent_pairs(usermaven)[-2:] == by_text([(uid("k0"), "Lead", "Won 🎉"), (uid("k9"), None, "Lead")])[-2:] \
-        or set(sent_pairs(usermaven)) >= {(uid("k0"), "Lead", "Won 🎉"), (uid("k9"), None, "Lead")}
+    polled = usermaven.events[2:]
+    assert by_text([(e["event_attributes"]["deal_id"], e["event_attributes"]["previous_stage"],
+                     e["event_attributes"]["deal_stage"]) for e in polled]) == by_text(
+        [(uid("k0"), "Lead", "Won 🎉"), (uid("k9"), None, "Lead")])
     assert run("run", "--backfill", "--since", "2025-06-01")[0] == 0
     ids = [e["event_id"] for e in usermaven.events]
     assert len(ids) == len(set(ids)) == 6  # k0 ×2, k1, k2, k3, k9
@@ -201,3 +203,27 @@ def test_progress_bar_on_a_terminal_only_and_not_with_quiet(history, usermaven, 
     assert "backfill: 100%" in err and "4/4" in err  # deals done / total
     code, out, err = run("run", "--backfill", "--since", "2020-01-01", "-q")
     assert "100%" not in err
+
+
+def test_refused_usermaven_token_stops_the_backfill(attio, usermaven, run, env, monkeypatch):
+    from tests.attio_shapes import FakePerson
+
+    monkeypatch.setattr(backfill_module, "BATCH", 2)
+    monkeypatch.setattr("sync.backfill.BATCH_EVENTS", 2)
+    attio.people[uid("p1")] = FakePerson(uid("p1"), ["jane@acme.com"])
+    for n in range(80):
+        attio.add_deal(FakeDeal(uid(f"r{n}"), f"R{n}", NOW - days(100 - n), [("Lead", NOW - days(100 - n))],
+                                people=[uid("p1")]))
+    monkeypatch.setenv("USERMAVEN_SERVER_TOKEN", "st_wrong0000")
+    code, out, err = run("run", "--backfill", "--since", "2025-06-01")
+    assert code == 1
+    assert "Usermaven answered 401" in err and "check USERMAVEN_API_KEY and USERMAVEN_SERVER_TOKEN" in err
+    # it stopped at the first batch instead of reading every deal (the read-ahead window is 32)
+    assert sum(attio.history_reads.values()) <= 2 + 32 + 1
+    rows = ledger_rows(env)
+    assert len(rows) == 2 and {r["state"] for r in rows} == {"pending"}
+    code, out, err = run("status")
+    assert "unfinished backfill since 2025-06-01" in out
+    monkeypatch.setenv("USERMAVEN_SERVER_TOKEN", "st_token4a5b6c7d8e")
+    assert run("run", "--backfill", "--since", "2025-06-01")[0] == 0
+    assert len(usermaven.events) == 80

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import sqlite3
 import sys
 import time
 from datetime import UTC, datetime
@@ -150,6 +151,10 @@ def execute(args: argparse.Namespace, config: Config, redactor: Redactor, out: T
     except LockHeld as exc:
         log.error("%s", exc)
         return EXIT_LOCKED
+    except (OSError, sqlite3.Error) as exc:  # the state file or its lock cannot be opened
+        log.error("cannot open the state at %s (%s): check --state or SYNC_STATE_DB, and that the folder "
+                  "exists or can be created and is writable", config.state_db, exc)
+        return EXIT_USAGE
 
 
 def _execute(args: argparse.Namespace, config: Config, redactor: Redactor, since: datetime | None,
@@ -269,7 +274,12 @@ def show_status(state: Path, as_json: bool, out: TextIO | None = None) -> int:
         log.error("no state database at %s: check --state or SYNC_STATE_DB, or create it with "
                   "`attio-usermaven-sync run`", state)
         return EXIT_USAGE
-    store = Store.open(state, dry_run=True)
+    try:
+        store = Store.open(state, dry_run=True)
+    except sqlite3.Error as exc:
+        log.error("cannot read the state database at %s (%s): is it an attio-usermaven-sync state file?",
+                  state, exc)
+        return EXIT_USAGE
     report = {
         "state": str(state),
         "checkpoints": store.checkpoints(),

@@ -72,8 +72,9 @@ def ledger_row(transition: Transition, event: dict, origin: str, held_reason: st
 
 
 def snapshot_row(current: Current, history: Sequence[StageValue] = ()) -> dict:
-    """The snapshot of a deal: the stage it is in now and since when."""
-    stage = current.stage or (max(history, key=lambda v: v.active_from) if history else None)
+    """The snapshot of a deal: the stage it is in now and since when (its history's last value when it was
+    read, as that is newer than the query's answer)."""
+    stage = max(history, key=lambda v: v.active_from) if history else current.stage
     return {
         "key": current.ref.key,
         "record_id": current.ref.record_id,

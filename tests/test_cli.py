@@ -174,3 +174,16 @@ def test_secrets_never_printed_logged_or_stored(run, env, workspace, usermaven, 
 def test_python_dash_m_runs_the_same_cli():
     result = subprocess.run([sys.executable, "-m", "sync", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("attio-usermaven-sync ")
+
+
+def test_unusable_state_path_exits_2(run, tmp_path, attio):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, out, err = run("run", "--state", str(blocker / "sync.db"))
+    assert code == 2 and "cannot open the state" in err and "Traceback" not in err
+    not_sqlite = tmp_path / "notes.db"
+    not_sqlite.write_text("these are my notes, not a database " * 100)
+    code, out, err = run("status", "--state", str(not_sqlite))
+    assert code == 2 and "cannot read the state database" in err
+    code, out, err = run("run", "--state", str(not_sqlite))
+    assert code == 2 and "cannot open the state" in err

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from sync.sandbox.attio import Faults, LoopbackServer, Reply, Request, is_loopback, json_reply
+from sync.sandbox.server import Faults, LoopbackServer, Reply, Request, is_loopback, json_reply
 
 EVENTS_PATH = "/api/v1/s2s/event"
 # Jitsu's default per-event size limit.

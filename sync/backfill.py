@@ -11,8 +11,8 @@ from itertools import islice
 from tqdm import tqdm
 
 from sync.delivery import DeliveryStopped, deliver
-from sync.job import Context, events_for, record_new, snapshot_row
-from sync.models import Current, Transition, format_time
+from sync.job import Context, baseline_rows, events_for, record_new
+from sync.models import Current, Transition, format_time, parse_time
 from sync.poll import BASELINE, POLL
 from sync.transitions import in_range
 from sync.usermaven import BATCH_EVENTS
@@ -51,12 +51,13 @@ def backfill(ctx: Context, since: datetime, until: datetime | None) -> None:
             fresh = page.currents
             if empty:
                 with store.atomic():
-                    store.save_snapshot(snapshot_row(c) for c in fresh)
-                    if store.checkpoint(POLL) is None:
+                    began = store.checkpoint(BASELINE)
+                    if began is None:
                         # Attio always sends a Date; the local clock is only a fallback.
                         began = format_time(page.date or datetime.now(UTC))
                         store.set_checkpoint(BASELINE, began)
                         store.set_checkpoint(POLL, began)
+                    store.save_snapshot(baseline_rows(fresh, parse_time(began)))
             done = store.done_keys(run_id, [c.ref.key for c in fresh])
             bar.update(len(done))
             ctx.summary.deals_read += len(fresh) - len(done)

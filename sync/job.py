@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TextIO
 
 from sync.attio import AttioClient
@@ -69,6 +70,17 @@ def ledger_row(transition: Transition, event: dict, origin: str, held_reason: st
         "reason": held_reason,
         "origin": origin,
     }
+
+
+def baseline_rows(currents: Sequence[Current], began: datetime | None) -> list[dict]:
+    """Snapshot rows for a baseline that began at `began` (Attio's clock).
+
+    A deal whose stage was written at or after that moment moved while the scan ran: it gets no row, so the
+    next poll treats it as new since the baseline and reads its history, instead of taking the moved-to
+    stage for the starting point and never sending the move.
+    """
+    return [snapshot_row(c) for c in currents
+            if c.stage is None or began is None or c.stage.active_from < began]
 
 
 def snapshot_row(current: Current, history: Sequence[StageValue] = ()) -> dict:

@@ -14,6 +14,7 @@ from urllib.parse import quote
 from sync.attio import (
     AttioClient,
     AttioError,
+    AttioNotFound,
     active_from_filter,
     current_stage,
     deal_from_record,
@@ -134,7 +135,13 @@ class Pipeline:
             path = f"/v2/lists/{quote(self.list or '')}/entries/{quote(ref.entry_id)}/attributes/{attribute}/values"
         else:
             path = f"/v2/objects/{quote(self.object)}/records/{quote(ref.record_id)}/attributes/{attribute}/values"
-        values = [stage_value(v) for v in self.client.values(path) if v.get("status")]
+        try:
+            raw = self.client.values(path)
+        except AttioNotFound:
+            # Deleted since the query listed it (deletes are permanent in Attio): nothing left to send.
+            log.warning("deal %s was deleted in Attio while this run read it; skipped", ref.key)
+            return []
+        values = [stage_value(v) for v in raw if v.get("status")]
         if all(v.title for v in values):
             return values
         titles = self._status_titles()

@@ -6,7 +6,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 
-from sync.job import Context, events_for, record_new, snapshot_row
+from sync.job import Context, baseline_rows, events_for, record_new, snapshot_row
 from sync.models import Current, Transition, format_time, parse_time
 from sync.transitions import after
 
@@ -33,7 +33,7 @@ def record_baseline(ctx: Context) -> int:
         started = started or page.date
         latest = _latest(latest, max((c.stage.active_from for c in page.currents if c.stage), default=None))
         with ctx.store.atomic():
-            ctx.store.save_snapshot(snapshot_row(c) for c in page.currents)
+            ctx.store.save_snapshot(baseline_rows(page.currents, started))
         count += len(page.currents)
     checkpoint = format_time(started or latest or EPOCH)
     with ctx.store.atomic():

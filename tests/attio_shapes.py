@@ -172,6 +172,7 @@ class FakeAttio:
         self.history_reads: Counter[str] = Counter()  # record or entry id → history requests
         self.history_failures: dict[str, int] = {}  # record or entry id → 400s to answer first
         self.entries_filter_supported = True
+        self.deleted_before_history: set[str] = set()  # listed by queries, gone when their history is read
         self.people: dict[str, FakePerson] = {}
         self.companies: dict[str, str] = {}
         self.queries: list[dict] = []
@@ -284,7 +285,7 @@ class FakeAttio:
             return self._json(400, {"status_code": 400, "type": "invalid_request_error", "code": "validation_type",
                                     "message": "Simulated refusal."})
         deal = self.entries.get(key) if path[2] == "lists" else self.deals.get(key)
-        if deal is None:
+        if deal is None or key in self.deleted_before_history:
             return self._not_found(key)
         values = deal.stage_values()
         if query.get("show_historic") != ["true"]:

@@ -227,3 +227,18 @@ def test_refused_usermaven_token_stops_the_backfill(attio, usermaven, run, env, 
     monkeypatch.setenv("USERMAVEN_SERVER_TOKEN", "st_token4a5b6c7d8e")
     assert run("run", "--backfill", "--since", "2025-06-01")[0] == 0
     assert len(usermaven.events) == 80
+
+
+def test_move_during_an_empty_state_backfill_outside_its_range_is_sent_by_the_next_poll(history, usermaven, run):
+    """The backfill began at NOW (Attio's clock); d2 moved a second later, before the backfill read it.
+    `--until` leaves the move out of the backfill, so the poll must send it."""
+    history.move(uid("d2"), "Won 🎉", NOW + timedelta(seconds=1))
+    until = (NOW - days(1)).isoformat()
+    assert run("run", "--backfill", "--since", "2020-01-01", "--until", until)[0] == 0
+    assert [e["event_attributes"]["deal_stage"] for e in usermaven.events
+            if e["event_attributes"]["deal_id"] == uid("d2")] == ["Lead"]
+    backfilled = len(usermaven.events)
+    history.clock = NOW + 2 * MINUTE
+    assert run("run")[0] == 0
+    [moved] = usermaven.events[backfilled:]
+    assert (moved["event_attributes"]["deal_id"], moved["event_attributes"]["deal_stage"]) == (uid("d2"), "Won 🎉")

@@ -266,3 +266,29 @@ def test_stage_title_missing_from_a_value_comes_from_the_statuses_endpoint(works
     [event] = usermaven.events
     assert (event["event_attributes"]["previous_stage"], event["event_attributes"]["deal_stage"]) == (
         "Qualified", "Won 🎉")
+
+
+def test_move_during_the_baseline_scan_is_sent_by_the_next_poll(workspace, usermaven, run, env):
+    """Attio's clock says the scan began at NOW; a deal moved a second later, before its page was read."""
+    workspace.move(uid("d2"), "Qualified", NOW + timedelta(seconds=1))
+    assert run("run")[0] == 0
+    assert usermaven.events == []
+    workspace.clock = NOW + 2 * MINUTE
+    assert run("run")[0] == 0
+    [event] = usermaven.events
+    assert event["event_attributes"]["deal_id"] == uid("d2")
+    assert (event["event_attributes"]["previous_stage"], event["event_attributes"]["deal_stage"]) == (
+        "Lead", "Qualified")
+    assert event["_timestamp"] == epoch_ms(NOW + timedelta(seconds=1))
+
+
+def test_deal_deleted_while_the_run_reads_it_is_skipped(workspace, usermaven, run, env):
+    run("run")
+    workspace.move(uid("d1"), "Demo", NOW + MINUTE)
+    workspace.move(uid("d2"), "Qualified", NOW + MINUTE)
+    workspace.deleted_before_history.add(uid("d1"))
+    workspace.clock = NOW + 2 * MINUTE
+    code, out, err = run("run")
+    assert code == 0
+    assert f"deal {uid('d1')} was deleted in Attio while this run read it" in err
+    assert [e["event_attributes"]["deal_id"] for e in usermaven.events] == [uid("d2")]

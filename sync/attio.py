@@ -225,17 +225,21 @@ class AttioClient:
                 return
             offset += step
 
-    def values(self, path: str, page_size: int | None = None) -> list[dict]:
-        """Every value of an attribute, past ones included, oldest first (paged)."""
+    def get_all(self, path: str, params: dict | None = None, page_size: int | None = None) -> list[dict]:
+        """Every row of a GET endpoint paged with limit/offset."""
         page_size = page_size or PAGE_SIZE
         rows: list[dict] = []
         offset = 0
         while True:
-            page = self.request("GET", path, params={"show_historic": "true", "limit": page_size, "offset": offset})
+            page = self.request("GET", path, params={**(params or {}), "limit": page_size, "offset": offset})
             rows.extend(page.rows)
             if len(page.rows) < page_size:
                 return rows
             offset += page_size
+
+    def values(self, path: str) -> list[dict]:
+        """Every value of an attribute, past ones included, oldest first."""
+        return self.get_all(path, {"show_historic": "true"})
 
     # -- endpoints, by name --
 
@@ -247,7 +251,11 @@ class AttioClient:
         return info
 
     def attributes(self, target: str, identifier: str) -> list[dict]:
-        return self.request("GET", f"/v2/{target}/{quote(identifier)}/attributes").rows
+        return self.get_all(f"/v2/{target}/{quote(identifier)}/attributes")
+
+    def record_entries(self, object_: str, record_id: str) -> list[dict]:
+        """The list entries whose parent is this record, on every list."""
+        return self.get_all(f"/v2/objects/{quote(object_)}/records/{quote(record_id)}/entries")
 
     def statuses(self, target: str, identifier: str, attribute: str) -> list[dict]:
         path = f"/v2/{target}/{quote(identifier)}/attributes/{quote(attribute)}/statuses"

@@ -60,7 +60,6 @@ def backfill(ctx: Context, since: datetime, until: datetime | None) -> None:
                     store.save_snapshot(baseline_rows(fresh, parse_time(began)))
             done = store.done_keys(run_id, [c.ref.key for c in fresh])
             bar.update(len(done))
-            ctx.summary.deals_read += len(fresh) - len(done)
             yield from (c for c in fresh if c.ref.key not in done)
             del page, fresh  # one page in memory at a time
 
@@ -76,6 +75,7 @@ def backfill(ctx: Context, since: datetime, until: datetime | None) -> None:
                 record_new(ctx, found, origin="backfill")
                 store.mark_done(run_id, (current.ref.key for current, _ in batch))
             bar.update(len(batch))
+            ctx.summary.deals_read += len(batch)
             if delivering:
                 delivering = _deliver(ctx)
     finally:

@@ -109,12 +109,23 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     setup_logging(args.verbose, args.quiet, Redactor())
     try:
+        return _main(args)
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return EXIT_INTERRUPTED
+
+
+def _main(args: argparse.Namespace) -> int:
+    try:
         if args.command == "demo":
             from sync.demo import demo
 
             return demo(args)
         config = load_config(os.environ, args.config, args.state, need_credentials=args.command != "status")
     except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    except UsageError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
     redactor = Redactor(config.secrets)
@@ -143,23 +154,29 @@ def execute(args: argparse.Namespace, config: Config, redactor: Redactor, out: T
         raise UsageError("--since and --until go with --backfill (or with replay)")
     if since and until and until <= since:
         raise UsageError("--until must be after --since")
+    lock = None if args.dry_run else StateLock(config.state_db)
     try:
-        if args.dry_run:
-            return _execute(args, config, redactor, since, until, backfilling, out)
-        with StateLock(config.state_db):
-            return _execute(args, config, redactor, since, until, backfilling, out)
+        if lock is not None:
+            lock.__enter__()
+        store = Store.open(config.state_db, dry_run=args.dry_run)
     except LockHeld as exc:
         log.error("%s", exc)
         return EXIT_LOCKED
-    except (OSError, sqlite3.Error) as exc:  # the state file or its lock cannot be opened
+    except (OSError, sqlite3.Error) as exc:
+        if lock is not None:
+            lock.__exit__(None, None, None)
         log.error("cannot open the state at %s (%s): check --state or SYNC_STATE_DB, and that the folder "
                   "exists or can be created and is writable", config.state_db, exc)
         return EXIT_USAGE
+    try:
+        return _execute(args, config, store, redactor, since, until, backfilling, out)
+    finally:
+        if lock is not None:
+            lock.__exit__(None, None, None)
 
 
-def _execute(args: argparse.Namespace, config: Config, redactor: Redactor, since: datetime | None,
+def _execute(args: argparse.Namespace, config: Config, store: Store, redactor: Redactor, since: datetime | None,
              until: datetime | None, backfilling: bool, out: TextIO | None) -> int:
-    store = Store.open(config.state_db, dry_run=args.dry_run)
     attio = AttioClient(config.attio_base_url, config.attio_api_key, config.attio_max_rps, redactor)
     usermaven = UsermavenClient(config.usermaven_events_url, config.usermaven_api_key,
                                 config.usermaven_server_token, redactor)
@@ -262,9 +279,10 @@ def _warn_unfinished_backfills(store: Store) -> None:
 def _report(command: str, ctx: Context, seconds: float, dry_run: bool) -> None:
     s = ctx.summary
     outcome = f"{s.printed} event(s) printed (dry run, nothing sent)" if dry_run else f"{s.sent} event(s) sent"
-    log.info("%s: %d deal(s) read, %d new transition(s), %s, %d held, %d failed, %d Attio request(s), "
-             "%d Usermaven request(s), %.1f s", command, s.deals_read, s.transitions, outcome, s.held, s.failed,
-             ctx.attio.stats.requests, ctx.usermaven.stats.requests, seconds)
+    replayed = f", {s.replayed} replayed" if s.replayed else ""
+    log.info("%s: %d deal(s) read, %d new transition(s)%s, %s, %d held, %d failed, %d Attio request(s), "
+             "%d Usermaven request(s), %.1f s", command, s.deals_read, s.transitions, replayed, outcome, s.held,
+             s.failed, ctx.attio.stats.requests, ctx.usermaven.stats.requests, seconds)
 
 
 def show_status(state: Path, as_json: bool, out: TextIO | None = None) -> int:

@@ -96,18 +96,26 @@ def _read_file(path: Path, problems: list[str]) -> dict[str, str]:
 
 def _check_url(name: str, value: str, problems: list[str]) -> None:
     parsed = urlparse(value)
+    # Shown without its query or fragment: a URL pasted from the seed guide carries the token there.
+    shown = value.split("?", 1)[0].split("#", 1)[0]
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        problems.append(f"{name} must be an http(s) URL such as https://example.com, got {value!r}")
+        problems.append(f"{name} must be an http(s) URL such as https://example.com, got {shown!r}")
+    elif name == "USERMAVEN_EVENTS_URL" and parsed.query:
+        problems.append(f"{name} must be the endpoint alone, without ?token=...: the token is built from "
+                        "USERMAVEN_API_KEY and USERMAVEN_SERVER_TOKEN")
 
 
-def _number(name: str, value: str, problems: list[str], kind: type) -> float | int:
+def _number(name: str, value: str, problems: list[str], kind: type, low: float, high: float) -> float | int:
+    """A number in [low, high]; NaN and infinities are refused (they would disable or freeze the limiter)."""
     try:
         number = kind(value)
     except ValueError:
-        problems.append(f"{name} must be a positive {kind.__name__ if kind is int else 'number'}, got {value!r}")
-        return 1
-    if number <= 0:
-        problems.append(f"{name} must be greater than 0, got {value!r}")
+        problems.append(f"{name} must be a {'whole number' if kind is int else 'number'} from {low:g} to "
+                        f"{high:g}, got {value!r}")
+        return kind(low)
+    if not low <= number <= high:  # also false for NaN
+        problems.append(f"{name} must be from {low:g} to {high:g}, got {value!r}")
+        return kind(low)
     return number
 
 
@@ -137,9 +145,10 @@ def load_config(
     for name in ("ATTIO_OBJECT", "ATTIO_STAGE_ATTRIBUTE", "USERMAVEN_EVENT_TYPE"):
         if not raw[name]:
             problems.append(f"{name} must not be empty")
-    max_rps = _number("ATTIO_MAX_RPS", raw["ATTIO_MAX_RPS"] or "", problems, float)
-    concurrency = _number("ATTIO_CONCURRENCY", raw["ATTIO_CONCURRENCY"] or "", problems, int)
-    overlap = _number("SYNC_OVERLAP_SECONDS", raw["SYNC_OVERLAP_SECONDS"] or "", problems, int)
+    # Attio allows 100 reads per second per workspace; more threads than that only wait.
+    max_rps = _number("ATTIO_MAX_RPS", raw["ATTIO_MAX_RPS"] or "", problems, float, 0.1, 100)
+    concurrency = _number("ATTIO_CONCURRENCY", raw["ATTIO_CONCURRENCY"] or "", problems, int, 1, 32)
+    overlap = _number("SYNC_OVERLAP_SECONDS", raw["SYNC_OVERLAP_SECONDS"] or "", problems, int, 0, 86_400)
     if problems:
         raise ConfigError(problems)
     return Config(

@@ -17,13 +17,17 @@ from unittest import mock
 from sync.config import SETTINGS
 
 SITE_URL = "https://demo.example"
+MIN_DEALS, MAX_DEALS = 20, 20_000
 
 
 def demo(args: argparse.Namespace) -> int:
     """Generate a workspace, serve it, backfill two years through the CLI, move deals, poll, report."""
-    from sync.cli import main
+    from sync.cli import UsageError, main
     from sync.sandbox import AttioSandbox, UsermavenCollector, Workspace
 
+    if not MIN_DEALS <= args.deals <= MAX_DEALS:
+        # The generator's scripted deals (archived stage, re-opened, several people...) need room.
+        raise UsageError(f"--deals must be from {MIN_DEALS} to {MAX_DEALS}, got {args.deals}")
     folder = Path(tempfile.mkdtemp(prefix="attio-usermaven-sync-demo-"))
     state = args.state or folder / "sync.db"
     events_file = folder / "events.jsonl"
@@ -104,7 +108,10 @@ def _report(events: list[dict], usermaven_requests: int, attio_stats: dict, stat
     print("Requests:")
     print(f"  Attio      {attio_stats['requests']:>6}  ({attio_stats['rate_limited']} answered 429)")
     print(f"  Usermaven  {usermaven_requests:>6}")
-    print(f"State database:   {state}   (try: attio-usermaven-sync status --state {state})")
+    if dry_run:
+        print("State database:   none written (dry run)")
+    else:
+        print(f"State database:   {state}   (try: attio-usermaven-sync status --state {state})")
     print(f"Received events:  {events_file}")
     print(f"Took {seconds:.1f} s")
 

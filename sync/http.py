@@ -13,6 +13,9 @@ from urllib3.util.retry import Retry
 TIMEOUT = (10, 60)  # connect, read (seconds)
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 BACKOFF_FACTOR = 0.5  # seconds; doubles each retry (the tests set it to 0)
+# urllib3 turns an HTTP-date Retry-After into seconds with the local clock: a clock far behind the server's
+# must not make one 429 wait for minutes.
+MAX_RETRY_AFTER = 60.0
 
 
 # Aim this far under the ceiling: evenly spaced requests at exactly the ceiling fill every second of the
@@ -66,6 +69,10 @@ def _retry_class(stats: RequestStats, limiter: RateLimiter | None) -> type[Retry
             new = super().increment(*args, **kwargs)
             stats.add(requests=1, retries=1, rate_limited=int(getattr(response, "status", 0) == 429))
             return new
+
+        def get_retry_after(self, response):  # type: ignore[no-untyped-def]
+            seconds = super().get_retry_after(response)
+            return None if seconds is None else min(seconds, MAX_RETRY_AFTER)
 
         def sleep(self, response=None) -> None:  # type: ignore[no-untyped-def]
             super().sleep(response)

@@ -25,7 +25,8 @@ class Summary:
     """The counts a run reports and logs."""
 
     deals_read: int = 0
-    transitions: int = 0
+    transitions: int = 0  # new in the ledger
+    replayed: int = 0  # already in the ledger, queued again by `replay`
     held: int = 0
     released: int = 0
     sent: int = 0

@@ -122,9 +122,12 @@ class Pipeline:
         record = self.client.record(self.object, record_id)
         if not self.list:
             return [Current(DealRef(record_id), current_stage(record.get("values") or {}, self.attribute), record)]
-        entries = self.client.request("GET", f"/v2/objects/{quote(self.object)}/records/{quote(record_id)}/entries")
-        return [Current(DealRef(record_id, e["entry_id"]), None, record)
-                for e in entries.rows if self.list in (e.get("list_api_slug"), e.get("list_id"))]
+        entries = [Current(DealRef(record_id, e["entry_id"]), None, record)
+                   for e in self.client.record_entries(self.object, record_id)
+                   if self.list in (e.get("list_api_slug"), e.get("list_id"))]
+        if not entries:
+            raise SetupError(f"deal {record_id} has no entry on the list {self.list!r}: nothing to replay")
+        return entries
 
     # -- history --
 

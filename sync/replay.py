@@ -35,7 +35,9 @@ def replay(ctx: Context, record_id: str, since: datetime | None) -> int:
             else:
                 ctx.store.add_to_ledger([row])
             ctx.summary.held += row["state"] == "held"
-    ctx.summary.transitions += len(found)
+    replayed = sum(1 for t, _, _ in found if t.event_id in known)
+    ctx.summary.replayed += replayed
+    ctx.summary.transitions += len(found) - replayed
     log.info("replay: deal %s has %d transition(s)%s", record_id, len(found),
              f" since {since:%Y-%m-%d %H:%M:%S}" if since else "")
     return len(found)

@@ -207,7 +207,8 @@ class FakeAttio:
         m.add_callback("GET", re.compile(rf"{BASE}/v2/objects/deals/records/([\w-]+)/attributes/stage/values.*"),
                        self._values)
         m.add_callback("GET", re.compile(rf"{BASE}/v2/objects/deals/records/[\w-]+$"), self._record)
-        m.add_callback("GET", re.compile(rf"{BASE}/v2/objects/deals/records/[\w-]+/entries$"), self._record_entries)
+        m.add_callback("GET", re.compile(rf"{BASE}/v2/objects/deals/records/[\w-]+/entries(\?.*)?$"),
+                       self._record_entries)
         m.add_callback("GET", f"{BASE}/v2/lists/sales_pipeline/attributes", lambda r: self._json(200, {"data": [
             attribute("stage", "status", PIPELINE_LIST), attribute("owner", "actor-reference", PIPELINE_LIST)]}))
         m.add_callback("POST", f"{BASE}/v2/lists/sales_pipeline/entries/query", self._entries_query)

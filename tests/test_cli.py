@@ -29,7 +29,7 @@ def test_malformed_values_exit_2_with_what_to_do(run, monkeypatch):
     monkeypatch.setenv("USERMAVEN_SITE_URL", "acme.example")
     code, out, err = run("run")
     assert code == 2
-    assert "ATTIO_MAX_RPS must be a positive number, got 'fast'" in err
+    assert "ATTIO_MAX_RPS must be a number from 0.1 to 100, got 'fast'" in err
     assert "USERMAVEN_SITE_URL must be an http(s) URL" in err
     assert "Traceback" not in err
 
@@ -187,3 +187,32 @@ def test_unusable_state_path_exits_2(run, tmp_path, attio):
     assert code == 2 and "cannot read the state database" in err
     code, out, err = run("run", "--state", str(not_sqlite))
     assert code == 2 and "cannot open the state" in err
+
+
+def test_rates_that_would_disable_or_freeze_the_limiter_exit_2(run, monkeypatch):
+    for value in ("nan", "inf", "1e-9", "0", "-5", "500"):
+        monkeypatch.setenv("ATTIO_MAX_RPS", value)
+        code, out, err = run("run")
+        assert code == 2 and f"ATTIO_MAX_RPS must be from 0.1 to 100, got '{value}'" in err, value
+    monkeypatch.setenv("ATTIO_MAX_RPS", "50")
+    monkeypatch.setenv("ATTIO_CONCURRENCY", "1000000")
+    code, out, err = run("run")
+    assert code == 2 and "ATTIO_CONCURRENCY must be from 1 to 32" in err
+
+
+def test_token_in_a_pasted_events_url_is_refused_and_never_echoed(run, monkeypatch):
+    token = f"{SECRETS['USERMAVEN_API_KEY']}.{SECRETS['USERMAVEN_SERVER_TOKEN']}"
+    monkeypatch.setenv("USERMAVEN_EVENTS_URL", f"events.usermaven.com/api/v1/s2s/event?token={token}")
+    code, out, err = run("run")
+    assert code == 2 and "USERMAVEN_EVENTS_URL must be an http(s) URL" in err
+    monkeypatch.setenv("USERMAVEN_EVENTS_URL", f"https://events.usermaven.com/api/v1/s2s/event?token={token}")
+    code, out, err = run("run")
+    assert code == 2 and "without ?token=" in err
+    for secret in SECRETS.values():
+        assert secret not in out + err
+
+
+def test_demo_refuses_a_workspace_too_small_or_too_large(run):
+    for value in ("3", "0", "-5", "50000"):
+        code, out, err = run("demo", "--deals", value)
+        assert code == 2 and "--deals must be from 20 to 20000" in err and "Traceback" not in err

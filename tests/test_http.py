@@ -43,6 +43,17 @@ def test_retry_waits_until_the_http_date_in_retry_after(monkeypatch):
     assert (stats.retries, stats.rate_limited) == (1, 1)
 
 
+def test_retry_after_far_in_the_future_is_capped(monkeypatch):
+    """A local clock ten minutes behind Attio's must not turn one 429 into a ten-minute wait."""
+    retry = make_session(RequestStats()).get_adapter("https://api.attio.com").max_retries
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    response = HTTPResponse(body=b"", headers={"Retry-After": format_datetime_now(600)}, status=429)
+    retry = retry.increment(method="POST", url="/v2/objects/deals/records/query", response=response)
+    retry.sleep(response)
+    assert slept == [60.0]
+
+
 def format_datetime_now(seconds: int) -> str:
     from datetime import UTC, datetime, timedelta
 

@@ -73,3 +73,9 @@ def test_replay_on_a_list_replays_every_entry_of_the_record(pipeline, usermaven,
     assert run("replay", uid("d1"))[0] == 0
     assert sorted(e["event_attributes"]["entry_id"] for e in usermaven.events) == sorted(
         [uid("e1"), uid("e1"), uid("e2")])
+
+
+def test_replay_of_a_record_not_on_the_list_exits_2(pipeline, usermaven, run):
+    code, out, err = run("replay", uid("d3"))
+    assert code == 2
+    assert f"deal {uid('d3')} has no entry on the list 'sales_pipeline'" in err

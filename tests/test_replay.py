@@ -55,3 +55,10 @@ def test_replay_dry_run_prints_and_sends_nothing(workspace, usermaven, run):
     assert code == 0
     assert len(out.splitlines()) == 2
     assert usermaven.batches == []
+
+
+def test_replay_summary_counts_replayed_apart_from_new(workspace, usermaven, run):
+    run("run", "--backfill", "--since", "2020-01-01")
+    code, out, err = run("replay", uid("d1"))
+    assert code == 0
+    assert "replay: 1 deal(s) read, 0 new transition(s), 2 replayed, 2 event(s) sent" in err

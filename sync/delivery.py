@@ -22,8 +22,9 @@ class DeliveryStopped(Exception):
 
 
 def release_held(ctx: Context, detected_before: str, chunk: int = 200) -> None:
-    """Look again at the deal and people of every event held before this run; those with an identity now
-    become pending. Works through the deals `chunk` at a time, so memory stays flat."""
+    """Look again at the deal and people of the events held before this run; those with an identity now
+    become pending. Events held for less than a day are looked at every run, older ones hourly, so a year
+    of held deals does not cost every poll a full re-read. Works `chunk` deals at a time (flat memory)."""
     record_ids = ctx.store.held_record_ids(detected_before)
     for start in range(0, len(record_ids), chunk):
         _release(ctx, record_ids[start:start + chunk])
@@ -51,6 +52,7 @@ def _release(ctx: Context, record_ids: list[str]) -> None:
                     ctx.summary.released += 1
                 elif reason != row["reason"]:
                     ctx.store.hold(row["event_id"], reason or "no identity")
+            ctx.store.mark_checked([row["event_id"] for row in rows])
 
 
 def deliver(ctx: Context, min_batch: int = 1) -> None:

@@ -7,7 +7,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlite_utils import Database
@@ -52,8 +52,18 @@ def m001_initial(db: Database) -> None:
     db["backfill_done"].create({"backfill_id": str, "deal_key": str}, pk=("backfill_id", "deal_key"))
 
 
+@migrations()
+def m002_held_checked_at(db: Database) -> None:
+    """When a held event's person was last looked at: old held events are re-checked hourly, not every run."""
+    db["ledger"].add_column("checked_at", str)
+
+
 def now_text() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _text(datetime.now(UTC))
+
+
+def _text(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _connect_file(path: Path) -> sqlite3.Connection:
@@ -154,11 +164,18 @@ class Store:
             sql += f" limit {int(limit)}"
         return [_decoded(row) for row in self.db.query(sql, [state])]
 
-    def held_record_ids(self, detected_before: str) -> list[str]:
-        """The deals (record ids) with events held since before this moment."""
+    def held_record_ids(self, detected_before: str, now: datetime | None = None) -> list[str]:
+        """The deals (record ids) whose held events are due a re-check: held since before `detected_before`,
+        and either held for less than a day (checked every run) or not checked for an hour."""
+        now = now or datetime.now(UTC)
+        day_ago, hour_ago = (_text(now - timedelta(days=1)), _text(now - timedelta(hours=1)))
         return [r[0] for r in self.db.execute(
-            "select distinct record_id from ledger where state = ? and detected_at < ? order by record_id",
-            [HELD, detected_before])]
+            "select distinct record_id from ledger where state = ? and detected_at < ? "
+            "and (detected_at > ? or checked_at is null or checked_at < ?) order by record_id",
+            [HELD, detected_before, day_ago, hour_ago])]
+
+    def mark_checked(self, event_ids: Sequence[str]) -> None:
+        self._update(event_ids, "checked_at = ?", [now_text()])
 
     def held_rows(self, record_ids: Sequence[str]) -> list[dict]:
         rows: list[dict] = []

@@ -292,3 +292,30 @@ def test_deal_deleted_while_the_run_reads_it_is_skipped(workspace, usermaven, ru
     assert code == 0
     assert f"deal {uid('d1')} was deleted in Attio while this run read it" in err
     assert [e["event_attributes"]["deal_id"] for e in usermaven.events] == [uid("d2")]
+
+
+def test_old_held_events_are_rechecked_hourly_not_every_run(workspace, usermaven, run, env):
+    import sqlite3
+
+    run("run")
+    workspace.move(uid("d3"), "Qualified", NOW + MINUTE)
+    workspace.clock = NOW + 2 * MINUTE
+    run("run")
+    reads = lambda: sum(1 for q in workspace.queries  # noqa: E731
+                        if q["object"] == "deals" and "record_id" in (q.get("filter") or {}))
+    before = reads()
+    run("run")
+    assert reads() == before + 1  # held for minutes: looked at again on this run
+    conn = sqlite3.connect(env["SYNC_STATE_DB"])
+    with conn:  # now the event has been held for two days and was checked ten minutes ago
+        conn.execute("update ledger set detected_at = '2020-01-01T00:00:00.000000Z', "
+                     "checked_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-10 minutes')")
+    conn.close()
+    run("run")
+    assert reads() == before + 1  # not due
+    conn = sqlite3.connect(env["SYNC_STATE_DB"])
+    with conn:
+        conn.execute("update ledger set checked_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-61 minutes')")
+    conn.close()
+    run("run")
+    assert reads() == before + 2  # checked an hour ago: due again

@@ -79,9 +79,10 @@ def sandbox(tmp_path):
 def assert_everything_delivered_once(s: Setup, since: datetime | None = None) -> None:
     want = expected(s.workspace, since)
     assert s.recorded_keys() == want
-    sent = {(e["event_attributes"]["deal_id"], e["event_attributes"]["stage_changed_at"])
-            for e in s.usermaven.unique_events()}
-    assert len(sent) == len(want) - len(s.held_keys())
+    sent = [(e["event_attributes"]["deal_id"], parse_time(e["event_attributes"]["stage_changed_at"]))
+            for e in s.usermaven.unique_events()]
+    assert len(sent) == len(set(sent))
+    assert set(sent) == {(record, at) for record, _, at in want - s.held_keys()}
     assert {r["state"] for r in s.ledger()} <= {"sent", "held"}
 
 
@@ -193,7 +194,6 @@ def test_list_pipeline_backfill_poll_and_replay(sandbox):
     assert {e["event_attributes"]["deal_id"] for e in replayed} == {twice}
     assert {e["user"]["id"] for e in replayed} == {"two.entries@example.org"}
     # a replay resends with the original ids: Usermaven ends with one event per transition
-    assert len(s.usermaven.unique_events()) == len({e["event_id"] for e in s.usermaven.events})
     assert {e["event_id"] for e in replayed} <= {e["event_id"] for e in s.usermaven.events[:sent_before]}
 
 

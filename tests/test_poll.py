@@ -236,7 +236,7 @@ def test_state_file_is_private(workspace, usermaven, run, env):
 
 
 def test_stage_ids_not_titles_decide_a_change(workspace, usermaven, run):
-    """A renamed stage is the same stage: no event for the rename, the new title on the next event."""
+    """A new value with the same status id under another title (a rename) is no stage change: no event."""
     run("run")
     STAGES["Demo"] = STAGES["Qualified"]  # d1 "moves" to a value with the same status id: a re-write
     try:

@@ -27,8 +27,7 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
-from openapi_core import Config, OpenAPI
+from openapi_core import OpenAPI
 from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
 from openapi_core.templating.responses.exceptions import ResponseNotFound
 from openapi_core.testing import MockResponse
@@ -37,7 +36,6 @@ from openapi_schema_validator import OAS31Validator, oas31_format_checker
 
 from sync.sandbox import AttioSandbox, Workspace
 
-SPEC_PATH = Path(__file__).resolve().parents[1].parent / "shared/reference/attio-openapi.yaml"
 TOKEN = "sandbox-attio-token"
 
 # The error shape of shared/reference/attio-api.md, for responses the spec does not document.
@@ -51,41 +49,6 @@ DOC_ERROR = {
         "message": {"type": "string"},
     },
 }
-
-
-def allow_null_in_nullable_enums(node: Any) -> int:
-    """Add null to every enum whose schema type allows null (quirk 1); return how many were patched."""
-    patched = 0
-    if isinstance(node, dict):
-        kinds, enum = node.get("type"), node.get("enum")
-        if isinstance(kinds, list) and "null" in kinds and isinstance(enum, list) and None not in enum:
-            enum.append(None)
-            patched += 1
-        for child in node.values():
-            patched += allow_null_in_nullable_enums(child)
-    elif isinstance(node, list):
-        for child in node:
-            patched += allow_null_in_nullable_enums(child)
-    return patched
-
-
-@pytest.fixture(scope="session")
-def spec_dict() -> dict[str, Any]:
-    if not SPEC_PATH.exists():
-        pytest.fail(f"Attio's OpenAPI spec is missing: {SPEC_PATH} (shared/ must sit beside the repo)")
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    with SPEC_PATH.open(encoding="utf-8") as file:
-        spec = yaml.load(file, Loader=loader)
-    assert allow_null_in_nullable_enums(spec) == 40, "the spec changed: review quirk 1"
-    # The sandbox listens on a free loopback port, not api.attio.com.
-    spec["servers"] = [{"url": "http://127.0.0.1:{port}", "variables": {"port": {"default": "80"}}}]
-    return spec
-
-
-@pytest.fixture(scope="session")
-def openapi(spec_dict: dict[str, Any]) -> OpenAPI:
-    # Validating the 1.7 MB spec itself takes seconds and is not what these tests are about.
-    return OpenAPI.from_dict(spec_dict, config=Config(spec_validator_cls=None))
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ Spec quirks, and what this file does about each:
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest

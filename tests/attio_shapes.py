@@ -183,6 +183,18 @@ class FakeAttio:
         self.deals[deal.record_id] = deal
         return deal
 
+    def add_leads(self, prefix: str, count: int, days_back: int) -> list[str]:
+        """`count` deals created in "Lead" one day apart, ending `days_back - count + 1` days ago, each with
+        one person who has an email (added if missing); returns their ids."""
+        self.people.setdefault(uid("p1"), FakePerson(uid("p1"), ["jane@acme.com"]))
+        ids = []
+        for n in range(count):
+            created = self.clock - timedelta(days=days_back - n)
+            deal = self.add_deal(FakeDeal(uid(f"{prefix}{n}"), f"{prefix.upper()}{n}", created, [("Lead", created)],
+                                          people=[uid("p1")]))
+            ids.append(deal.record_id)
+        return ids
+
     def move(self, record_id: str, title: str, at: datetime) -> None:
         self.deals[record_id].history.append((title, at))
 

@@ -149,12 +149,7 @@ def test_backfill_goes_on_recording_when_usermaven_is_down(history, usermaven, r
 
 
 def test_unfinished_backfill_is_named_by_run_and_status(attio, usermaven, run, env):
-    from tests.attio_shapes import FakePerson
-
-    attio.people[uid("p1")] = FakePerson(uid("p1"), ["jane@acme.com"])
-    for n in range(3):
-        attio.add_deal(FakeDeal(uid(f"u{n}"), f"U{n}", NOW - days(10 - n), [("Lead", NOW - days(10 - n))],
-                                people=[uid("p1")]))
+    attio.add_leads("u", 3, days_back=10)
     attio.history_failures[uid("u1")] = 1
     assert run("run", "--backfill", "--since", "2025-06-01")[0] == 1
     code, out, err = run("run")
@@ -170,13 +165,8 @@ def test_unfinished_backfill_is_named_by_run_and_status(attio, usermaven, run, e
 def test_changes_after_a_killed_backfill_began_are_caught_by_polls(attio, usermaven, run, env, monkeypatch):
     """The checkpoint is set when an empty-state backfill starts, so a poll run before it is resumed
     misses nothing, not even a change to a deal the backfill had already finished."""
-    from tests.attio_shapes import FakePerson
-
     monkeypatch.setattr(backfill_module, "BATCH", 1)
-    attio.people[uid("p1")] = FakePerson(uid("p1"), ["jane@acme.com"])
-    for n in range(4):
-        attio.add_deal(FakeDeal(uid(f"k{n}"), f"K{n}", NOW - days(10 - n), [("Lead", NOW - days(10 - n))],
-                                people=[uid("p1")]))
+    attio.add_leads("k", 4, days_back=10)
     attio.history_failures[uid("k2")] = 1
     assert run("run", "--backfill", "--since", "2025-06-01")[0] == 1
     assert len(usermaven.events) == 2  # k0, k1 finished
@@ -207,14 +197,9 @@ def test_progress_bar_on_a_terminal_only_and_not_with_quiet(history, usermaven, 
 
 
 def test_refused_usermaven_token_stops_the_backfill(attio, usermaven, run, env, monkeypatch):
-    from tests.attio_shapes import FakePerson
-
     monkeypatch.setattr(backfill_module, "BATCH", 2)
     monkeypatch.setattr("sync.backfill.BATCH_EVENTS", 2)
-    attio.people[uid("p1")] = FakePerson(uid("p1"), ["jane@acme.com"])
-    for n in range(80):
-        attio.add_deal(FakeDeal(uid(f"r{n}"), f"R{n}", NOW - days(100 - n), [("Lead", NOW - days(100 - n))],
-                                people=[uid("p1")]))
+    attio.add_leads("r", 80, days_back=100)
     monkeypatch.setenv("USERMAVEN_SERVER_TOKEN", "st_wrong0000")
     code, out, err = run("run", "--backfill", "--since", "2025-06-01")
     assert code == 1

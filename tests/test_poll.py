@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sync import attio as attio_module
 from sync.models import epoch_ms
-from tests.attio_shapes import STAGES, FakeDeal, FakePerson, days, uid
+from tests.attio_shapes import STAGES, FakeDeal, FakePerson, uid
 from tests.conftest import NOW
 from tests.conftest import ledger_rows as ledger
 
@@ -181,10 +181,7 @@ def test_first_person_with_an_identity_wins(workspace, usermaven, run):
 
 def test_pagination_across_pages(attio, usermaven, run, monkeypatch):
     monkeypatch.setattr(attio_module, "PAGE_SIZE", 5)
-    attio.people[uid("p1")] = FakePerson(uid("p1"), ["jane@acme.com"])
-    for n in range(23):
-        attio.add_deal(FakeDeal(uid(f"deal{n}"), f"Deal {n}", NOW - days(100 - n),
-                                [("Lead", NOW - days(100 - n))], people=[uid("p1")]))
+    attio.add_leads("deal", 23, days_back=100)
     code, _, err = run("run")
     assert "baseline recorded for 23 deals" in err
     # a long history is paged too: 7 moves on one deal, 13 on others

@@ -100,10 +100,6 @@ class Store:
         conn = _connect_copy(path) if dry_run else _connect_file(path)
         return cls(Database(conn))
 
-    @classmethod
-    def memory(cls) -> Store:
-        return cls(Database(sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)))
-
     def atomic(self) -> AbstractContextManager[Database]:
         return self.db.atomic()
 
@@ -156,13 +152,6 @@ class Store:
                 for row in rows]
         if rows:
             self.db["ledger"].insert_all(rows, pk="event_id", ignore=True)
-
-    def rows(self, state: str, limit: int | None = None) -> list[dict]:
-        """Ledger rows in a state, oldest transition first, payloads decoded."""
-        sql = "select * from ledger where state = ? order by changed_at, event_id"
-        if limit:
-            sql += f" limit {int(limit)}"
-        return [_decoded(row) for row in self.db.query(sql, [state])]
 
     def held_record_ids(self, detected_before: str, now: datetime | None = None) -> list[str]:
         """The deals (record ids) whose held events are due a re-check: held since before `detected_before`,

@@ -67,7 +67,3 @@ def in_range(transitions: Iterable[Transition], since: datetime | None, until: d
         if (since is None or t.changed_at >= since) and (until is None or t.changed_at < until)
     ]
 
-
-def unseen(transitions: Iterable[Transition], known_ids: set[str]) -> list[Transition]:
-    """The transitions whose event id is not in the ledger yet."""
-    return [t for t in transitions if t.event_id not in known_ids]

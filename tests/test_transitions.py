@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from sync.models import DealRef, StageValue
-from sync.transitions import after, event_id, in_range, transitions_from_history, unseen
+from sync.transitions import after, event_id, in_range, transitions_from_history
 
 T0 = datetime(2024, 1, 1, 9, 0, tzinfo=UTC)
 DEAL = DealRef("rec-1")
@@ -60,11 +60,10 @@ def test_event_id_is_a_uuid_fixed_across_releases():
     assert event_id(DEAL, value("won", 9)) == "450389a5-de6a-5814-aa1e-b09274809e6e"
 
 
-def test_after_in_range_and_unseen():
+def test_after_and_in_range():
     history = [value("lead", 0), value("demo", 5), value("won", 9)]
     result = transitions_from_history(DEAL, history)
     assert pairs(after(result, T0 + timedelta(minutes=5))) == [("Demo", "Won")]
     assert pairs(after(result, T0 + timedelta(minutes=5), inclusive=True)) == [("Lead", "Demo"), ("Demo", "Won")]
     assert after(result, None) == result
     assert pairs(in_range(result, T0 + timedelta(minutes=1), T0 + timedelta(minutes=9))) == [("Lead", "Demo")]
-    assert pairs(unseen(result, {result[0].event_id})) == [("Lead", "Demo"), ("Demo", "Won")]

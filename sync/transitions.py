@@ -66,4 +66,3 @@ def in_range(transitions: Iterable[Transition], since: datetime | None, until: d
         t for t in transitions
         if (since is None or t.changed_at >= since) and (until is None or t.changed_at < until)
     ]
-

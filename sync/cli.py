@@ -203,6 +203,11 @@ def _execute(args: argparse.Namespace, config: Config, store: Store, redactor: R
         message = f"{exc}; nothing past the last committed batch was recorded, the next run retries"
     except KeyboardInterrupt:
         code, message = EXIT_INTERRUPTED, "interrupted; what was committed stays, the next run goes on from there"
+    except BrokenPipeError:
+        # `--dry-run | head`: the reader has all it wanted. Point stdout at /dev/null so that Python's own
+        # flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code, message = EXIT_OK, "the output was closed before every event was printed (dry run: nothing sent)"
     except Exception as exc:  # a bug: report it, redacted, rather than die with the token in a traceback
         log.debug("internal error", exc_info=True)
         code, message = EXIT_UNDELIVERED, redactor(f"internal error: {type(exc).__name__}: {exc}")

@@ -273,3 +273,13 @@ def _runs(state: Path) -> list[tuple]:
 def test_schedule_rejects_a_too_short_interval(sandbox):
     result = sandbox.cli("schedule", "--every", "1")
     assert result.returncode == 2 and "--every must be at least 10 seconds" in result.stderr
+
+
+def test_dry_run_piped_into_head_stops_quietly(sandbox):
+    s = sandbox
+    command = (f"{sys.executable} -m sync run --backfill --since {SINCE} --dry-run | head -n 2")
+    result = subprocess.run(command, shell=True, env=s.env(), capture_output=True, text=True, timeout=120)
+    assert len(result.stdout.splitlines()) == 2
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert "the output was closed before every event was printed" in result.stderr
+    assert s.usermaven.events == []

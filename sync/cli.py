@@ -177,9 +177,10 @@ def execute(args: argparse.Namespace, config: Config, redactor: Redactor, out: T
 
 def _execute(args: argparse.Namespace, config: Config, store: Store, redactor: Redactor, since: datetime | None,
              until: datetime | None, backfilling: bool, out: TextIO | None) -> int:
-    attio = AttioClient(config.attio_base_url, config.attio_api_key, config.attio_max_rps, redactor)
+    attio = AttioClient(config.attio_base_url, config.attio_api_key, config.attio_max_rps, redactor,
+                        config.http_timeout)
     usermaven = UsermavenClient(config.usermaven_events_url, config.usermaven_api_key,
-                                config.usermaven_server_token, redactor)
+                                config.usermaven_server_token, redactor, config.http_timeout)
     pipeline = Pipeline(attio, config)
     ctx = Context(config=config, store=store, attio=attio, usermaven=usermaven, pipeline=pipeline,
                   resolver=Resolver(attio, config.attio_user_id_attribute), dry_run=args.dry_run,

@@ -41,6 +41,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("USERMAVEN_EVENT_TYPE", "Deal Stage Changed"),
     Setting("SYNC_STATE_DB", "state/sync.db"),
     Setting("SYNC_OVERLAP_SECONDS", "300"),
+    Setting("SYNC_HTTP_TIMEOUT", "60"),
 )
 NAMES = {s.name for s in SETTINGS}
 
@@ -62,6 +63,7 @@ class Config:
     usermaven_event_type: str
     state_db: Path
     overlap_seconds: int
+    http_timeout: float
 
     @property
     def secrets(self) -> list[str]:
@@ -149,6 +151,7 @@ def load_config(
     max_rps = _number("ATTIO_MAX_RPS", raw["ATTIO_MAX_RPS"] or "", problems, float, 0.1, 100)
     concurrency = _number("ATTIO_CONCURRENCY", raw["ATTIO_CONCURRENCY"] or "", problems, int, 1, 32)
     overlap = _number("SYNC_OVERLAP_SECONDS", raw["SYNC_OVERLAP_SECONDS"] or "", problems, int, 0, 86_400)
+    timeout = _number("SYNC_HTTP_TIMEOUT", raw["SYNC_HTTP_TIMEOUT"] or "", problems, float, 1, 600)
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -167,4 +170,5 @@ def load_config(
         usermaven_event_type=raw["USERMAVEN_EVENT_TYPE"] or "",
         state_db=state_override or Path(raw["SYNC_STATE_DB"] or "state/sync.db"),
         overlap_seconds=int(overlap),
+        http_timeout=float(timeout),
     )

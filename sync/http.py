@@ -10,7 +10,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-TIMEOUT = (10, 60)  # connect, read (seconds)
+CONNECT_TIMEOUT = 10  # seconds; the read timeout is the SYNC_HTTP_TIMEOUT setting
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 BACKOFF_FACTOR = 0.5  # seconds; doubles each retry (the tests set it to 0)
 # urllib3 turns an HTTP-date Retry-After into seconds with the local clock: a clock far behind the server's

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import requests
 
-from sync.http import TIMEOUT, RequestStats, make_session
+from sync.http import CONNECT_TIMEOUT, RequestStats, make_session
 from sync.redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,10 @@ class UsermavenUnavailable(UsermavenError):
 class UsermavenClient:
     """POSTs JSON arrays of events to the s2s endpoint; the token travels in the URL only."""
 
-    def __init__(self, events_url: str, api_key: str, server_token: str, redactor: Redactor | None = None):
+    def __init__(self, events_url: str, api_key: str, server_token: str, redactor: Redactor | None = None,
+                 timeout: float = 60):
         self.events_url = events_url
+        self.timeout = (CONNECT_TIMEOUT, timeout)
         self._params = {"token": f"{api_key}.{server_token}"}
         self.redact = redactor or Redactor([api_key, server_token, f"{api_key}.{server_token}"])
         self.stats = RequestStats()
@@ -51,7 +53,7 @@ class UsermavenClient:
         try:
             response = self._session.post(
                 self.events_url, params=self._params, data=body,
-                headers={"Content-Type": "application/json"}, timeout=TIMEOUT,
+                headers={"Content-Type": "application/json"}, timeout=self.timeout,
             )
         except requests.RequestException as exc:
             raise UsermavenUnavailable(self.redact(f"Usermaven could not be reached ({type(exc).__name__}: {exc})")) \

@@ -177,15 +177,16 @@ def test_backfill_then_poll_sends_nothing_twice(sandbox):
 
 def test_faults_on_both_sides_end_with_everything_delivered(sandbox):
     s = sandbox
-    s.attio.faults = Faults(error_rate=0.08, drop_rate=0.02, malformed_rate=0.02, seed=3)
-    s.usermaven.faults = Faults(error_rate=0.3, drop_rate=0.05, seed=4)
+    s.attio.faults = Faults(error_rate=0.08, drop_rate=0.02, malformed_rate=0.02, timeout_rate=0.01,
+                            timeout_seconds=3, seed=3)
+    s.usermaven.faults = Faults(error_rate=0.3, drop_rate=0.05, timeout_rate=0.05, timeout_seconds=3, seed=4)
     # An operator re-runs what failed: the backfill until it completes, then the polls.
     codes = []
     for command in (("run", "--backfill", "--since", SINCE), ("run",)):
         if command == ("run",):
             s.workspace.move_deal(s.workspace.deal_ids()[5], "Won 🎉")
         for _ in range(15):
-            codes.append(s.cli(*command).returncode)
+            codes.append(s.cli(*command, SYNC_HTTP_TIMEOUT="1").returncode)
             if codes[-1] == 0:
                 break
         assert codes[-1] == 0

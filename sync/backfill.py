@@ -70,7 +70,7 @@ def backfill(ctx: Context, since: datetime, until: datetime | None) -> None:
     pairs = ctx.pipeline.with_histories(todo())
     try:
         while batch := list(islice(pairs, BATCH)):
-            found = events_for(ctx, batch, select, origin="backfill")
+            found = events_for(ctx, batch, select)
             with store.atomic():
                 record_new(ctx, found, origin="backfill")
                 store.mark_done(run_id, (current.ref.key for current, _ in batch))

@@ -17,12 +17,15 @@ from dateutil.parser import isoparse
 
 from sync import __version__
 from sync.attio import AttioAuthError, AttioClient, AttioError, AttioNotFound
+from sync.backfill import backfill
 from sync.config import Config, ConfigError, load_config
 from sync.delivery import DeliveryStopped, deliver, release_held
 from sync.job import Context
 from sync.lock import LockHeld, StateLock
 from sync.pipeline import Pipeline, SetupError
+from sync.poll import POLL, poll, record_baseline
 from sync.redact import RedactingFilter, Redactor
+from sync.replay import replay
 from sync.resolve import Resolver
 from sync.store import Store, now_text
 from sync.usermaven import UsermavenClient
@@ -229,10 +232,6 @@ def _execute(args: argparse.Namespace, config: Config, store: Store, redactor: R
 
 def _work(ctx: Context, args: argparse.Namespace, command: str, since: datetime | None,
           until: datetime | None) -> tuple[int, str]:
-    from sync.backfill import backfill
-    from sync.poll import POLL, poll, record_baseline
-    from sync.replay import replay
-
     ctx.pipeline.check()
     if command == "run":
         _warn_unfinished_backfills(ctx.store)
@@ -277,9 +276,10 @@ def _resume_command(backfill: dict) -> str:
 
 
 def _warn_unfinished_backfills(store: Store) -> None:
-    for backfill in store.unfinished_backfills():
+    for unfinished in store.unfinished_backfills():
         log.warning("a backfill started %s did not finish (%d deals done); resume it with: %s",
-                    backfill["started_at"][:19].replace("T", " "), backfill["deals_done"], _resume_command(backfill))
+                    unfinished["started_at"][:19].replace("T", " "), unfinished["deals_done"],
+                    _resume_command(unfinished))
 
 
 def _report(command: str, ctx: Context, seconds: float, dry_run: bool) -> None:

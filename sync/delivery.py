@@ -52,7 +52,7 @@ def _release(ctx: Context, record_ids: list[str]) -> None:
                     ctx.summary.released += 1
                 elif reason != row["reason"]:
                     ctx.store.hold(row["event_id"], reason or "no identity")
-            ctx.store.mark_checked([row["event_id"] for row in rows])
+        ctx.store.mark_checked([row["event_id"] for rows in by_record.values() for row in rows])
 
 
 def deliver(ctx: Context, min_batch: int = 1) -> None:

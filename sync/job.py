@@ -101,8 +101,8 @@ def snapshot_row(current: Current, history: Sequence[StageValue] = ()) -> dict:
 Selector = Callable[[Current, list[Transition]], list[Transition]]
 
 
-def events_for(ctx: Context, batch: Sequence[tuple[Current, list[StageValue]]], select: Selector,
-               origin: str) -> list[tuple[Transition, dict, str | None]]:
+def events_for(ctx: Context, batch: Sequence[tuple[Current, list[StageValue]]], select: Selector
+               ) -> list[tuple[Transition, dict, str | None]]:
     """For each deal's history, the transitions `select` keeps, each with its event and held reason.
 
     People, companies and owners for the whole batch are fetched together.

@@ -91,7 +91,7 @@ def poll(ctx: Context) -> None:
     changed = 0
     try:
         while batch := list(islice(pairs, BATCH)):
-            found = events_for(ctx, batch, select, origin="poll")
+            found = events_for(ctx, batch, select)
             with ctx.store.atomic():
                 ctx.store.save_snapshot(snapshot_row(current, history) for current, history in batch)
                 record_new(ctx, found, origin="poll")

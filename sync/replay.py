@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sync.job import Context, events_for, ledger_row
 from sync.models import Current, Transition
+from sync.store import HELD
 from sync.transitions import in_range
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ def replay(ctx: Context, record_id: str, since: datetime | None) -> int:
     def select(current: Current, transitions: list[Transition]) -> list[Transition]:
         return in_range(transitions, since, None)
 
-    found = events_for(ctx, pairs, select, origin="replay")
+    found = events_for(ctx, pairs, select)
     known = ctx.store.known_ids([t.event_id for t, _, _ in found])
     with ctx.store.atomic():
         for transition, event, reason in found:
@@ -34,7 +35,7 @@ def replay(ctx: Context, record_id: str, since: datetime | None) -> int:
                 ctx.store.requeue_for_replay(transition.event_id, event, row["state"], reason)
             else:
                 ctx.store.add_to_ledger([row])
-            ctx.summary.held += row["state"] == "held"
+            ctx.summary.held += row["state"] == HELD
     replayed = sum(1 for t, _, _ in found if t.event_id in known)
     ctx.summary.replayed += replayed
     ctx.summary.transitions += len(found) - replayed

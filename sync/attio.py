@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import requests
 
+from sync.errors import AttioAuthError, AttioError, AttioNotFound
 from sync.http import CONNECT_TIMEOUT, RateLimiter, RequestStats, make_session
 from sync.models import Deal, Person, StageValue, format_time, parse_time
 from sync.redact import Redactor
@@ -24,23 +25,6 @@ PAGE_SIZE = 500
 PAGE_OVERLAP = 10
 IN_CHUNK = 200
 BAD_BODY_ATTEMPTS = 3
-
-
-class AttioError(Exception):
-    """Attio answered with an error, or could not be reached. The message is safe to print."""
-
-    def __init__(self, message: str, status: int | None = None, code: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-class AttioAuthError(AttioError):
-    """The token was refused (401/403): a configuration problem."""
-
-
-class AttioNotFound(AttioError):
-    """404: the object, list, attribute or record does not exist."""
 
 
 @dataclass

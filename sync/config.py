@@ -8,13 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-
-class ConfigError(Exception):
-    """Every problem found in the configuration, each with what to do about it."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("configuration error:\n" + "\n".join(f"  - {p}" for p in problems))
+from sync.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -2,38 +2,38 @@
 
 from __future__ import annotations
 
-import argparse
-import os
 import random
 import sqlite3
+import sys
 import tempfile
 import time
 from collections import Counter
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from unittest import mock
 
-from sync.config import SETTINGS
+from sync import commands
+from sync.config import load_config
+from sync.errors import UsageError
+from sync.sandbox import AttioSandbox, UsermavenCollector, Workspace
 
 SITE_URL = "https://demo.example"
 MIN_DEALS, MAX_DEALS = 20, 20_000
 
 
-def demo(args: argparse.Namespace) -> int:
-    """Generate a workspace, serve it, backfill two years through the CLI, move deals, poll, report."""
-    from sync.cli import UsageError, main
-    from sync.sandbox import AttioSandbox, UsermavenCollector, Workspace
-
-    if not MIN_DEALS <= args.deals <= MAX_DEALS:
+def demo(deals: int, keep: bool = False, dry_run: bool = False, state: Path | None = None,
+         quiet: bool = False) -> int:
+    """Generate a workspace, serve it, backfill two years through the same command functions as the CLI,
+    move deals, poll, report. Returns the worst exit code of the two runs."""
+    if not MIN_DEALS <= deals <= MAX_DEALS:
         # The generator's scripted deals (archived stage, re-opened, several people...) need room.
-        raise UsageError(f"--deals must be from {MIN_DEALS} to {MAX_DEALS}, got {args.deals}")
+        raise UsageError(f"--deals must be from {MIN_DEALS} to {MAX_DEALS}, got {deals}")
     folder = Path(tempfile.mkdtemp(prefix="attio-usermaven-sync-demo-"))
-    state = args.state or folder / "sync.db"
+    state = state or folder / "sync.db"
     events_file = folder / "events.jsonl"
     began = time.monotonic()
-    print(f"Generating a sandbox workspace of {args.deals} deals with two years of stage history...", flush=True)
-    workspace = Workspace.generate(seed=1, deals=args.deals)
+    print(f"Generating a sandbox workspace of {deals} deals with two years of stage history...", flush=True)
+    workspace = Workspace.generate(seed=1, deals=deals)
     with ExitStack() as stack:
         attio = stack.enter_context(AttioSandbox(workspace))
         usermaven = stack.enter_context(UsermavenCollector(jsonl_path=events_file))
@@ -43,22 +43,20 @@ def demo(args: argparse.Namespace) -> int:
             "USERMAVEN_SERVER_TOKEN": usermaven.server_token, "USERMAVEN_SITE_URL": SITE_URL,
             "SYNC_STATE_DB": str(state),
         }
-        # The demo's settings replace any real ones in this process, so it can never reach a real workspace.
-        cleared = {s.name: "" for s in SETTINGS}
-        stack.enter_context(mock.patch.dict(os.environ, {**cleared, **env}))
-        flags = [*(["--dry-run"] if args.dry_run else []), *(["-q"] if args.quiet else []),
-                 *(["-v"] if args.verbose else [])]
-        since = (datetime.now(UTC) - timedelta(days=731)).strftime("%Y-%m-%d")
-        print(f"\n$ attio-usermaven-sync run --backfill --since {since}", flush=True)
-        codes = [main(["run", "--backfill", "--since", since, *flags])]
+        # Only the sandbox's settings: the demo never reads the environment, so it cannot reach a real workspace.
+        config = load_config(env)
+        since = (datetime.now(UTC) - timedelta(days=731)).replace(hour=0, minute=0, second=0, microsecond=0)
+        print(f"\n$ attio-usermaven-sync run --backfill --since {since:%Y-%m-%d}", flush=True)
+        progress = sys.stderr.isatty() and not quiet
+        codes = [commands.run_backfill(config, since, None, dry_run, progress=progress).code]
         moved = _move_some_deals(workspace)
         print(f"\nMoved {len(moved)} deals in the sandbox: "
               + ", ".join(f"{name} → {stage}" for name, stage in moved), flush=True)
         print("\n$ attio-usermaven-sync run", flush=True)
-        codes.append(main(["run", *flags]))
-        _report(usermaven.unique_events(), usermaven.requests, attio.stats, state, events_file, args.dry_run,
+        codes.append(commands.run_poll(config, dry_run).code)
+        _report(usermaven.unique_events(), usermaven.requests, attio.stats, state, events_file, dry_run,
                 time.monotonic() - began)
-        if args.keep:
+        if keep:
             print("\nThe sandbox is still up. In another shell:")
             for name, value in env.items():
                 print(f"  export {name}={value}")

@@ -8,9 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-
-class LockHeld(Exception):
-    """Another process holds the lock; the message says which process and since when."""
+from sync.errors import LockHeld
 
 
 class StateLock:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 
 from dateutil.parser import isoparse
@@ -111,3 +111,20 @@ class Current:
     ref: DealRef
     stage: StageValue | None
     record: dict = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class Counts:
+    """What a step did, in numbers: steps return (or yield, batch by batch) these, and commands add them up."""
+
+    deals_read: int = 0
+    transitions: int = 0  # new in the ledger
+    replayed: int = 0  # already in the ledger, queued again by `replay`
+    held: int = 0
+    released: int = 0
+    sent: int = 0
+    failed: int = 0
+    printed: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})

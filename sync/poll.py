@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 
-from sync.job import Context, baseline_rows, events_for, record_new, snapshot_row
-from sync.models import Current, Transition, format_time, parse_time
+from sync.events import EventSettings
+from sync.models import Counts, Current, Transition, format_time, parse_time
+from sync.recording import baseline_rows, events_for, record_new, snapshot_row
+from sync.resolve import Resolver
+from sync.source import DealSource
+from sync.state import State
+from sync.state.checkpoints import BASELINE, POLL
 from sync.transitions import after
 
 log = logging.getLogger(__name__)
 
-POLL, BASELINE = "poll", "baseline"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BATCH = 100
 
@@ -23,24 +28,23 @@ def _latest(current: datetime | None, candidate: datetime | None) -> datetime | 
     return candidate if current is None or candidate > current else current
 
 
-def record_baseline(ctx: Context) -> int:
+def record_baseline(state: State, source: DealSource) -> Counts:
     """Snapshot every deal's current stage without sending anything; set the checkpoint to Attio's clock
-    at the start of the scan. Returns the number of deals recorded."""
+    at the start of the scan. Returns the number of deals recorded (as `deals_read`)."""
     started: datetime | None = None
     latest: datetime | None = None
     count = 0
-    for page in ctx.pipeline.scan(None):
+    for page in source.scan(None):
         started = started or page.date
         latest = _latest(latest, max((c.stage.active_from for c in page.currents if c.stage), default=None))
-        with ctx.store.atomic():
-            ctx.store.save_snapshot(baseline_rows(page.currents, started))
+        with state.atomic():
+            state.snapshot.save(baseline_rows(page.currents, started))
         count += len(page.currents)
     checkpoint = format_time(started or latest or EPOCH)
-    with ctx.store.atomic():
-        ctx.store.set_checkpoint(BASELINE, checkpoint)
-        ctx.store.set_checkpoint(POLL, checkpoint)
-    ctx.summary.deals_read += count
-    return count
+    with state.atomic():
+        state.checkpoints.set(BASELINE, checkpoint)
+        state.checkpoints.set(POLL, checkpoint)
+    return Counts(deals_read=count)
 
 
 def _changed(current: Current, snapshot: dict | None) -> bool:
@@ -52,30 +56,32 @@ def _changed(current: Current, snapshot: dict | None) -> bool:
         current.stage.status_id, format_time(current.stage.active_from))
 
 
-def poll(ctx: Context) -> None:
-    """Read the deals whose stage was written since the checkpoint (less the overlap), record their new
-    transitions with the snapshot, batch by batch, then advance the checkpoint."""
-    recorded = ctx.store.checkpoint(POLL)
+def poll(state: State, source: DealSource, resolver: Resolver, settings: EventSettings,
+         overlap: timedelta) -> Iterator[Counts]:
+    """Read the deals whose stage was written since the checkpoint (less `overlap`), record their new
+    transitions with the snapshot batch by batch (yielding each committed batch's counts), then advance the
+    checkpoint — only once every batch is committed, so a run that stops early leaves it where it was."""
+    recorded = state.checkpoints.get(POLL)
     if recorded is None:
         # Without a baseline every deal would look new and its whole history would be sent.
         raise RuntimeError("no checkpoint: the baseline must be recorded before a poll")
     checkpoint = parse_time(recorded)
-    overlap = timedelta(seconds=ctx.config.overlap_seconds)
-    baseline = ctx.store.checkpoint(BASELINE)
+    baseline = state.checkpoints.get(BASELINE)
     # A deal missing from the snapshot was created after the baseline: its history from then on is new.
     floor = parse_time(baseline) - overlap if baseline else None
     started: datetime | None = None
     latest: datetime | None = None
     snapshots: dict[str, dict] = {}
+    listed = 0
 
-    def changed_deals():  # type: ignore[no-untyped-def]
-        nonlocal started, latest
-        for page in ctx.pipeline.scan(checkpoint - overlap):
+    def changed_deals() -> Iterator[Current]:
+        nonlocal started, latest, listed
+        for page in source.scan(checkpoint - overlap):
             started = started or page.date
             fresh = page.currents
-            ctx.summary.deals_read += len(fresh)
+            listed += len(fresh)
             latest = _latest(latest, max((c.stage.active_from for c in fresh if c.stage), default=None))
-            known = ctx.store.snapshot([c.ref.key for c in fresh])
+            known = state.snapshot.rows([c.ref.key for c in fresh])
             for current in fresh:
                 if _changed(current, known.get(current.ref.key)):
                     snapshots[current.ref.key] = known.get(current.ref.key) or {}
@@ -87,19 +93,23 @@ def poll(ctx: Context) -> None:
             return after(transitions, parse_time(snapshot["stage_since"]))
         return after(transitions, floor, inclusive=True)
 
-    pairs = ctx.pipeline.with_histories(changed_deals())
-    changed = 0
+    pairs = source.with_histories(changed_deals())
+    changed = transitions = reported = 0
     try:
         while batch := list(islice(pairs, BATCH)):
-            found = events_for(ctx, batch, select)
-            with ctx.store.atomic():
-                ctx.store.save_snapshot(snapshot_row(current, history) for current, history in batch)
-                record_new(ctx, found, origin="poll")
+            found = events_for(batch, select, source, resolver, settings)
+            with state.atomic():
+                state.snapshot.save(snapshot_row(current, history) for current, history in batch)
+                counts = record_new(state.ledger, found, origin="poll")
             changed += len(batch)
+            transitions += counts.transitions
+            yield counts + Counts(deals_read=listed - reported)
+            reported = listed
     finally:
         pairs.close()
     # Attio's own clock at the start of the scan: whatever changes after it is caught next time.
-    with ctx.store.atomic():
-        ctx.store.set_checkpoint(POLL, format_time(_latest(checkpoint, started or latest) or checkpoint))
+    with state.atomic():
+        state.checkpoints.set(POLL, format_time(_latest(checkpoint, started or latest) or checkpoint))
+    yield Counts(deals_read=listed - reported)
     log.info("poll: %d deal(s) with a stage written since %s, %d changed, %d new transition(s)",
-             ctx.summary.deals_read, format_time(checkpoint - overlap), changed, ctx.summary.transitions)
+             listed, format_time(checkpoint - overlap), changed, transitions)

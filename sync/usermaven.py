@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import requests
 
+from sync.errors import UsermavenAuthError, UsermavenRejected, UsermavenUnavailable
 from sync.http import CONNECT_TIMEOUT, RequestStats, make_session
 from sync.redact import Redactor
 
@@ -16,22 +17,6 @@ log = logging.getLogger(__name__)
 # Usermaven's docs and SDKs send arrays; Jitsu caps one event at 51,200 bytes.
 BATCH_EVENTS = 50
 BATCH_BYTES = 400_000
-
-
-class UsermavenError(Exception):
-    """Usermaven did not take a batch. The message never holds the token."""
-
-
-class UsermavenAuthError(UsermavenError):
-    """401/403: the API key or server token is wrong. Nothing more can be sent this run."""
-
-
-class UsermavenRejected(UsermavenError):
-    """400: Usermaven refused the batch itself (bad JSON, an event over its size limit)."""
-
-
-class UsermavenUnavailable(UsermavenError):
-    """Network failure or 5xx/429 after every retry: try again on a later run."""
 
 
 class UsermavenClient:

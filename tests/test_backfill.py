@@ -136,7 +136,7 @@ def test_backfill_dry_run_prints_each_event_once_and_changes_nothing(history, us
 
 def test_backfill_goes_on_recording_when_usermaven_is_down(history, usermaven, run, env, monkeypatch):
     monkeypatch.setattr(backfill_module, "BATCH", 1)
-    monkeypatch.setattr("sync.backfill.BATCH_EVENTS", 2)
+    monkeypatch.setattr("sync.commands.BATCH_EVENTS", 2)
     usermaven.answers = [(503, {"message": "down", "error": ""})] * 50
     code, out, err = run("run", "--backfill", "--since", "2020-01-01")
     assert code == 1
@@ -198,7 +198,7 @@ def test_progress_bar_on_a_terminal_only_and_not_with_quiet(history, usermaven, 
 
 def test_refused_usermaven_token_stops_the_backfill(attio, usermaven, run, env, monkeypatch):
     monkeypatch.setattr(backfill_module, "BATCH", 2)
-    monkeypatch.setattr("sync.backfill.BATCH_EVENTS", 2)
+    monkeypatch.setattr("sync.commands.BATCH_EVENTS", 2)
     attio.add_leads("r", 80, days_back=100)
     monkeypatch.setenv("USERMAVEN_SERVER_TOKEN", "st_wrong0000")
     code, out, err = run("run", "--backfill", "--since", "2025-06-01")

@@ -13,21 +13,16 @@ from urllib.parse import quote
 
 from sync.attio import (
     AttioClient,
-    AttioError,
-    AttioNotFound,
     active_from_filter,
     current_stage,
     deal_from_record,
     stage_value,
 )
 from sync.config import Config
+from sync.errors import AttioError, AttioNotFound, SetupError
 from sync.models import Current, Deal, DealRef, StageValue
 
 log = logging.getLogger(__name__)
-
-
-class SetupError(Exception):
-    """The workspace does not have what the configuration names (exit 2)."""
 
 
 @dataclass
@@ -36,7 +31,7 @@ class ScanPage:
     date: datetime | None
 
 
-class Pipeline:
+class DealSource:
     """Reads deals, their current stage and their stage history, from an object or a list."""
 
     def __init__(self, client: AttioClient, config: Config):

@@ -1,57 +1,20 @@
-"""What one command works with (clients, store, settings), what it counts, and the step every command
-shares: deals with their histories → new ledger rows."""
+"""The step every command shares: deals with their histories → transitions → events (with the person they
+belong to) → ledger rows, and the snapshot rows that go with them."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TextIO
 
-from sync.attio import AttioClient
-from sync.config import Config
 from sync.events import EventSettings, build_event
-from sync.models import Current, Deal, StageValue, Transition, format_time
-from sync.pipeline import Pipeline
+from sync.models import Counts, Current, Deal, StageValue, Transition, format_time
 from sync.resolve import Resolver
-from sync.store import HELD, PENDING, Store
+from sync.source import DealSource
+from sync.state.ledger import HELD, PENDING, Ledger
 from sync.transitions import transitions_from_history
-from sync.usermaven import UsermavenClient
 
-
-@dataclass
-class Summary:
-    """The counts a run reports and logs."""
-
-    deals_read: int = 0
-    transitions: int = 0  # new in the ledger
-    replayed: int = 0  # already in the ledger, queued again by `replay`
-    held: int = 0
-    released: int = 0
-    sent: int = 0
-    failed: int = 0
-    printed: int = 0
-    errors: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Context:
-    config: Config
-    store: Store
-    attio: AttioClient
-    usermaven: UsermavenClient
-    pipeline: Pipeline
-    resolver: Resolver
-    dry_run: bool = False
-    out: TextIO = sys.stdout
-    show_progress: bool = False
-    started_at: str = ""  # when this command began (ledger time), to tell its own rows from older ones
-    summary: Summary = field(default_factory=Summary)
-
-    @property
-    def settings(self) -> EventSettings:
-        return EventSettings(event_type=self.config.usermaven_event_type, site_url=self.config.usermaven_site_url)
+Selector = Callable[[Current, list[Transition]], list[Transition]]
+Found = tuple[Transition, dict, str | None]  # a transition, its event, and why it is held (None: it is not)
 
 
 def ledger_row(transition: Transition, event: dict, origin: str, held_reason: str | None) -> dict:
@@ -98,11 +61,8 @@ def snapshot_row(current: Current, history: Sequence[StageValue] = ()) -> dict:
     }
 
 
-Selector = Callable[[Current, list[Transition]], list[Transition]]
-
-
-def events_for(ctx: Context, batch: Sequence[tuple[Current, list[StageValue]]], select: Selector
-               ) -> list[tuple[Transition, dict, str | None]]:
+def events_for(batch: Sequence[tuple[Current, list[StageValue]]], select: Selector, source: DealSource,
+               resolver: Resolver, settings: EventSettings) -> list[Found]:
     """For each deal's history, the transitions `select` keeps, each with its event and held reason.
 
     People, companies and owners for the whole batch are fetched together.
@@ -112,23 +72,22 @@ def events_for(ctx: Context, batch: Sequence[tuple[Current, list[StageValue]]], 
     chosen = [(current, transitions) for current, transitions in chosen if transitions]
     if not chosen:
         return []
-    deals = ctx.pipeline.deals(current for current, _ in chosen)
-    ctx.resolver.load(deals.values())
-    result = []
+    deals = source.deals(current for current, _ in chosen)
+    resolver.load(deals.values())
+    result: list[Found] = []
     for current, transitions in chosen:
         deal = deals.get(current.ref.record_id) or Deal(record_id=current.ref.record_id)
-        identity, reason = ctx.resolver.identity(deal)
-        company, owner = ctx.resolver.company_name(deal), ctx.resolver.owner_name(deal)
+        identity, reason = resolver.identity(deal)
+        company, owner = resolver.company_name(deal), resolver.owner_name(deal)
         for transition in transitions:
-            event = build_event(transition, deal, ctx.settings, identity, company, owner)
+            event = build_event(transition, deal, settings, identity, company, owner)
             result.append((transition, event, reason if identity is None else None))
     return result
 
 
-def record_new(ctx: Context, found: Sequence[tuple[Transition, dict, str | None]], origin: str) -> None:
+def record_new(ledger: Ledger, found: Sequence[Found], origin: str) -> Counts:
     """Add the transitions the ledger does not have yet (call inside the batch's transaction)."""
-    known = ctx.store.known_ids([t.event_id for t, _, _ in found])
+    known = ledger.known_ids([t.event_id for t, _, _ in found])
     rows = [ledger_row(t, event, origin, reason) for t, event, reason in found if t.event_id not in known]
-    ctx.store.add_to_ledger(rows)
-    ctx.summary.transitions += len(rows)
-    ctx.summary.held += sum(1 for row in rows if row["state"] == HELD)
+    ledger.add(rows)
+    return Counts(transitions=len(rows), held=sum(1 for row in rows if row["state"] == HELD))

@@ -1,0 +1,272 @@
+"""One function per command: open the state under its lock, build the clients, run the steps, deliver what
+was committed, record the run, and return a Report. The CLI, `schedule` and `demo` all call these."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TextIO
+
+from sync.attio import AttioClient
+from sync.backfill import backfill
+from sync.config import Config
+from sync.delivery import deliver, print_pending, release_held
+from sync.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNDELIVERED,
+    EXIT_USAGE,
+    AttioAuthError,
+    AttioError,
+    AttioNotFound,
+    DeliveryStopped,
+    SetupError,
+    StateError,
+)
+from sync.events import EventSettings
+from sync.lock import StateLock
+from sync.models import Counts
+from sync.poll import poll, record_baseline
+from sync.redact import Redactor
+from sync.replay import replay
+from sync.resolve import Resolver
+from sync.source import DealSource
+from sync.state import State, open_state
+from sync.state.checkpoints import POLL
+from sync.state.sql import now_text
+from sync.status import resume_command
+from sync.usermaven import BATCH_EVENTS, UsermavenClient
+
+log = logging.getLogger("sync")
+
+
+@dataclass
+class Report:
+    """What one command run did: the CLI exits with `code`; `message` says why when it is not 0."""
+
+    command: str
+    code: int
+    message: str
+    counts: Counts
+    attio_requests: int
+    usermaven_requests: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the steps of one run are built from; each step is handed only the parts it uses."""
+
+    state: State
+    source: DealSource
+    resolver: Resolver
+    usermaven: UsermavenClient
+    settings: EventSettings
+    config: Config
+
+
+@dataclass
+class Tally:
+    """A run's running counts and the delivery errors met on the way."""
+
+    counts: Counts = field(default_factory=Counts)
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, counts: Counts | Iterable[Counts]) -> None:
+        for each in [counts] if isinstance(counts, Counts) else counts:
+            self.counts += each
+
+
+# A command's own work; it returns a final message (nothing more to do: the baseline) or None to go on to
+# releasing held events and delivering.
+Work = Callable[[Services, Tally], str | None]
+
+
+def run_poll(config: Config, dry_run: bool = False, out: TextIO | None = None) -> Report:
+    """`run`: one incremental poll; on an empty state, the baseline (nothing sent)."""
+
+    def work(s: Services, tally: Tally) -> str | None:
+        for unfinished in s.state.backfills.unfinished():
+            log.warning("a backfill started %s did not finish (%d deals done); resume it with: %s",
+                        unfinished["started_at"][:19].replace("T", " "), unfinished["deals_done"],
+                        resume_command(unfinished))
+        if s.state.checkpoints.get(POLL) is None:
+            counts = record_baseline(s.state, s.source)
+            tally.add(counts)
+            if dry_run:
+                return f"dry run: the first run would record a baseline of {counts.deals_read} deals and send nothing"
+            return (f"baseline recorded for {counts.deals_read} deals; nothing sent. "
+                    "Use `run --backfill --since DATE` to send history")
+        tally.add(poll(s.state, s.source, s.resolver, s.settings, timedelta(seconds=config.overlap_seconds)))
+        return None
+
+    return _execute("run", config, dry_run, out, work)
+
+
+def run_backfill(config: Config, since: datetime, until: datetime | None, dry_run: bool = False,
+                 out: TextIO | None = None, progress: bool = False) -> Report:
+    """`run --backfill`: record every transition in [since, until), sending full batches as it goes."""
+
+    def work(s: Services, tally: Tally) -> str | None:
+        delivering = not dry_run
+        for counts in backfill(s.state, s.source, s.resolver, s.settings, since, until, progress):
+            tally.add(counts)
+            if delivering:
+                try:
+                    tally.add(deliver(s.state, s.usermaven, config.usermaven_api_key, min_batch=BATCH_EVENTS))
+                except DeliveryStopped as exc:
+                    if exc.refused:
+                        raise  # a refused token stops the backfill; what was committed stays, it resumes later
+                    tally.errors.append(str(exc))
+                    log.error("%s; the backfill goes on recording, and the events stay pending for the next run",
+                              exc)
+                    delivering = False
+        return None
+
+    return _execute("backfill", config, dry_run, out, work)
+
+
+def replay_deal(config: Config, record_id: str, since: datetime | None, dry_run: bool = False,
+                out: TextIO | None = None) -> Report:
+    """`replay DEAL_ID`: queue the deal's transitions again (same ids) and send them."""
+
+    def work(s: Services, tally: Tally) -> str | None:
+        tally.add(replay(s.state, s.source, s.resolver, s.settings, record_id, since))
+        return None
+
+    return _execute("replay", config, dry_run, out, work)
+
+
+@contextmanager
+def _locked_state(config: Config, dry_run: bool) -> Iterator[State]:
+    """The state, opened under its lock (a dry run: an in-memory copy, no lock). Raises LockHeld or StateError."""
+    with _lock(config, dry_run):
+        try:
+            state = open_state(config.state_db, dry_run=dry_run)
+        except (OSError, sqlite3.Error) as exc:
+            raise StateError(f"cannot open the state at {config.state_db} ({exc}): check --state or SYNC_STATE_DB, "
+                             "and that the folder exists or can be created and is writable") from None
+        try:
+            yield state
+        finally:
+            state.close()
+
+
+@contextmanager
+def _lock(config: Config, dry_run: bool) -> Iterator[None]:
+    if dry_run:
+        yield
+        return
+    try:
+        lock = StateLock(config.state_db).__enter__()
+    except OSError as exc:
+        raise StateError(f"cannot open the state at {config.state_db} ({exc}): check --state or SYNC_STATE_DB, "
+                         "and that the folder exists or can be created and is writable") from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _execute(command: str, config: Config, dry_run: bool, out: TextIO | None, work: Work) -> Report:
+    redactor = Redactor(config.secrets)
+    with _locked_state(config, dry_run) as state:
+        attio = AttioClient(config.attio_base_url, config.attio_api_key, config.attio_max_rps, redactor,
+                            config.http_timeout)
+        usermaven = UsermavenClient(config.usermaven_events_url, config.usermaven_api_key,
+                                    config.usermaven_server_token, redactor, config.http_timeout)
+        source = DealSource(attio, config)
+        services = Services(state=state, source=source, resolver=Resolver(attio, config.attio_user_id_attribute),
+                            usermaven=usermaven, settings=EventSettings(config.usermaven_event_type,
+                                                                        config.usermaven_site_url),
+                            config=config)
+        run_id = state.runs.start(command)
+        began = time.monotonic()
+        tally = Tally()
+        code, message = EXIT_OK, ""
+        try:
+            code, message = _work(services, tally, work, dry_run, out or sys.stdout)
+        except (AttioAuthError, SetupError) as exc:
+            code, message = EXIT_USAGE, str(exc)
+        except AttioNotFound as exc:
+            hint = ("check the deal id" if command == "replay"
+                    else "check ATTIO_OBJECT, ATTIO_LIST and ATTIO_STAGE_ATTRIBUTE")
+            code, message = EXIT_USAGE, f"{exc}; {hint}"
+        except AttioError as exc:
+            code = EXIT_UNDELIVERED
+            message = f"{exc}; nothing past the last committed batch was recorded, the next run retries"
+        except KeyboardInterrupt:
+            code, message = EXIT_INTERRUPTED, "interrupted; what was committed stays, the next run goes on from there"
+        except BrokenPipeError:
+            # `--dry-run | head`: the reader has all it wanted. Point stdout at /dev/null so that Python's own
+            # flush at exit does not fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            code, message = EXIT_OK, "the output was closed before every event was printed (dry run: nothing sent)"
+        except Exception as exc:  # a bug: report it, redacted, rather than die with the token in a traceback
+            log.debug("internal error", exc_info=True)
+            code, message = EXIT_UNDELIVERED, redactor(f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            seconds = time.monotonic() - began
+            counts = tally.counts
+            state.runs.finish(
+                run_id, seconds=round(seconds, 3), attio_requests=attio.stats.requests,
+                usermaven_requests=usermaven.stats.requests, deals_read=counts.deals_read,
+                transitions=counts.transitions, sent=counts.sent, held=counts.held, failed=counts.failed,
+                exit_code=code, message=redactor(message) or None)
+    report = Report(command, code, redactor(message), tally.counts, attio.stats.requests, usermaven.stats.requests,
+                    seconds)
+    if report.message:
+        (log.info if code == EXIT_OK else log.error)("%s", report.message)
+    log.info("%s", summary_line(report, dry_run))
+    return report
+
+
+def _work(s: Services, tally: Tally, work: Work, dry_run: bool, out: TextIO) -> tuple[int, str]:
+    s.source.check()
+    started_at = now_text()
+    final: str | None = None
+    try:
+        final = work(s, tally)
+        if final is None:
+            tally.add(release_held(s.state, s.source, s.resolver, detected_before=started_at))
+    except DeliveryStopped as exc:
+        tally.errors.append(str(exc))
+    finally:
+        # Whatever was committed before an Attio failure or Ctrl-C is sent now, not left for the next run.
+        if final is None:
+            try:
+                if dry_run:
+                    tally.add(print_pending(s.state, out))
+                else:
+                    tally.add(deliver(s.state, s.usermaven, s.config.usermaven_api_key))
+            except DeliveryStopped as exc:
+                tally.errors.append(str(exc))
+    if final is not None:
+        return EXIT_OK, final
+    counts = s.state.ledger.counts()
+    if tally.errors:
+        return EXIT_UNDELIVERED, (f"{'; '.join(dict.fromkeys(tally.errors))}; {counts['pending']} event(s) stay "
+                                  "pending for the next run")
+    if tally.counts.failed:
+        return EXIT_UNDELIVERED, f"{tally.counts.failed} event(s) failed; see `status`"
+    if counts["held"]:
+        log.warning("%d event(s) held until their deal has a person with an email or user id; "
+                    "see `status`", counts["held"])
+    return EXIT_OK, ""
+
+
+def summary_line(report: Report, dry_run: bool) -> str:
+    """The one line a run ends with: what it read, found and sent, and what it cost."""
+    c = report.counts
+    outcome = f"{c.printed} event(s) printed (dry run, nothing sent)" if dry_run else f"{c.sent} event(s) sent"
+    replayed = f", {c.replayed} replayed" if c.replayed else ""
+    return (f"{report.command}: {c.deals_read} deal(s) read, {c.transitions} new transition(s){replayed}, "
+            f"{outcome}, {c.held} held, {c.failed} failed, {report.attio_requests} Attio request(s), "
+            f"{report.usermaven_requests} Usermaven request(s), {report.seconds:.1f} s")

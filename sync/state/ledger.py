@@ -1,0 +1,133 @@
+"""The ledger: every transition's event, keyed on its event id, with its delivery state (the outbox)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+
+from sqlite_utils import Database
+
+from sync.state.sql import chunks, marks, now_text, time_text
+
+PENDING, HELD, SENT, FAILED = "pending", "held", "sent", "failed"
+STATES = (PENDING, HELD, SENT, FAILED)
+
+
+def _decoded(row: dict) -> dict:
+    return {**row, "payload": json.loads(row["payload"])}
+
+
+def _encoded(payload: dict) -> str:
+    return json.dumps(payload, ensure_ascii=False)
+
+
+class Ledger:
+    """Reads and writes of the ledger; every write is meant to run inside `State.atomic()`."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    # -- recording --
+
+    def known_ids(self, event_ids: Sequence[str]) -> set[str]:
+        known: set[str] = set()
+        for chunk in chunks(event_ids):
+            sql = f"select event_id from ledger where event_id in ({marks(chunk)})"
+            known.update(r[0] for r in self.db.execute(sql, chunk))
+        return known
+
+    def add(self, rows: Iterable[dict]) -> None:
+        """Insert new rows (a row whose event id is already there is left as it is)."""
+        encoded = [{**row, "payload": _encoded(row["payload"]), "detected_at": now_text()} for row in rows]
+        if encoded:
+            self.db["ledger"].insert_all(encoded, pk="event_id", ignore=True)
+
+    def requeue_for_replay(self, event_id: str, payload: dict, state: str, reason: str | None) -> None:
+        """A transition replayed: queued again with a fresh payload, same id; the replay is counted."""
+        self.db.execute(
+            "update ledger set state = ?, payload = ?, reason = ?, replay_count = replay_count + 1, "
+            "replayed_at = ?, last_error = null where event_id = ?",
+            [state, _encoded(payload), reason, now_text(), event_id])
+
+    # -- held events --
+
+    def held_record_ids(self, detected_before: str, now: datetime | None = None) -> list[str]:
+        """The deals (record ids) whose held events are due a re-check: held since before `detected_before`,
+        and either held for less than a day (checked every run) or not checked for an hour."""
+        now = now or datetime.now(UTC)
+        day_ago, hour_ago = time_text(now - timedelta(days=1)), time_text(now - timedelta(hours=1))
+        return [r[0] for r in self.db.execute(
+            "select distinct record_id from ledger where state = ? and detected_at < ? "
+            "and (detected_at > ? or checked_at is null or checked_at < ?) order by record_id",
+            [HELD, detected_before, day_ago, hour_ago])]
+
+    def held_rows(self, record_ids: Sequence[str]) -> list[dict]:
+        rows: list[dict] = []
+        for chunk in chunks(record_ids):
+            rows += [_decoded(r) for r in self.db.query(
+                f"select * from ledger where state = ? and record_id in ({marks(chunk)}) order by changed_at",
+                [HELD, *chunk])]
+        return rows
+
+    def release(self, event_id: str, payload: dict) -> None:
+        """A held row whose identity is now known becomes pending."""
+        self.db.execute("update ledger set state = ?, reason = null, payload = ? where event_id = ?",
+                        [PENDING, _encoded(payload), event_id])
+
+    def hold(self, event_id: str, reason: str) -> None:
+        self.db.execute("update ledger set reason = ? where event_id = ?", [reason, event_id])
+
+    def mark_checked(self, event_ids: Sequence[str]) -> None:
+        self._update(event_ids, "checked_at = ?", [now_text()])
+
+    # -- delivery --
+
+    def iter_pending(self, batch: int = 500) -> Iterator[list[dict]]:
+        """Pending rows in chunks, oldest first; re-reads after each chunk so rows marked meanwhile drop out."""
+        after = ("", "")
+        while True:
+            chunk = [_decoded(r) for r in self.db.query(
+                "select * from ledger where state = ? and (changed_at, event_id) > (?, ?) "
+                "order by changed_at, event_id limit ?", [PENDING, after[0], after[1], batch])]
+            if not chunk:
+                return
+            yield chunk
+            after = (chunk[-1]["changed_at"], chunk[-1]["event_id"])
+
+    def mark_sent(self, event_ids: Sequence[str]) -> None:
+        self._update(event_ids, "state = ?, sent_at = ?, attempts = attempts + 1, last_error = null, reason = null",
+                     [SENT, now_text()])
+
+    def mark_failed(self, event_ids: Sequence[str], error: str) -> None:
+        self._update(event_ids, "state = ?, attempts = attempts + 1, last_error = ?", [FAILED, error])
+
+    def note_attempt(self, event_ids: Sequence[str], error: str) -> None:
+        self._update(event_ids, "attempts = attempts + 1, last_error = ?", [error])
+
+    def _update(self, event_ids: Sequence[str], assignments: str, params: list) -> None:
+        for chunk in chunks(event_ids):
+            self.db.execute(f"update ledger set {assignments} where event_id in ({marks(chunk)})", params + chunk)
+
+    # -- what `status` shows --
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATES, 0)
+        for state, count in self.db.execute("select state, count(*) from ledger group by state"):
+            counts[state] = count
+        return counts
+
+    def held_reasons(self) -> list[dict]:
+        return list(self.db.query(
+            "select reason, count(*) as count from ledger where state = ? group by reason order by count desc",
+            [HELD]))
+
+    def failures(self, limit: int = 20) -> list[dict]:
+        return list(self.db.query(
+            "select event_id, deal_key, to_stage, changed_at, attempts, last_error from ledger "
+            "where state = ? order by changed_at desc limit ?", [FAILED, limit]))
+
+    def pending_errors(self) -> list[dict]:
+        return list(self.db.query(
+            "select last_error, count(*) as count from ledger where state = ? and last_error is not null "
+            "group by last_error", [PENDING]))

@@ -27,7 +27,7 @@ BATCH = 50  # deals per commit: what a killed backfill reads again at most
 def backfill_id(source: DealSource, since: datetime, until: datetime | None) -> str:
     """The same arguments on the same pipeline give the same id, so a second start resumes the first."""
     target, identifier = source.target
-    key = f"{target}/{identifier}/{source.attribute}/{format_time(since)}/{until and format_time(until)}"
+    key = f"{target}/{identifier}/{source.attribute}/{format_time(since)}/{format_time(until) if until else None}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -44,7 +44,7 @@ def backfill(state: State, source: DealSource, resolver: Resolver, settings: Eve
     """
     empty = state.checkpoints.get(POLL) is None
     run_id = backfill_id(source, since, until)
-    if state.backfills.start(run_id, format_time(since), until and format_time(until)):
+    if state.backfills.start(run_id, format_time(since), format_time(until) if until else None):
         log.info("resuming the unfinished backfill since %s", format_time(since))
     total = _count_deals(source) if progress else None
     bar = tqdm(total=total, unit="deal", desc="backfill", disable=not progress, dynamic_ncols=True)

@@ -136,8 +136,9 @@ def load_config(
             problems.append(f"{setting.name} is not set: set it in the environment{where}")
 
     for name in ("ATTIO_BASE_URL", "USERMAVEN_EVENTS_URL", "USERMAVEN_SITE_URL"):
-        if raw[name] and (need_credentials or name != "USERMAVEN_SITE_URL"):
-            _check_url(name, raw[name], problems)
+        url = raw[name]
+        if url and (need_credentials or name != "USERMAVEN_SITE_URL"):
+            _check_url(name, url, problems)
     for name in ("ATTIO_OBJECT", "ATTIO_STAGE_ATTRIBUTE", "USERMAVEN_EVENT_TYPE"):
         if not raw[name]:
             problems.append(f"{name} must not be empty")

@@ -11,7 +11,7 @@ from typing import TextIO
 
 from sync.errors import DeliveryStopped, UsermavenAuthError, UsermavenRejected, UsermavenUnavailable
 from sync.events import for_display, for_sending, with_identity
-from sync.models import Counts
+from sync.models import Counts, Identity
 from sync.resolve import Resolver
 from sync.source import DealSource
 from sync.state import State
@@ -45,9 +45,9 @@ def _release(state: State, source: DealSource, resolver: Resolver, record_ids: l
     with state.atomic():
         for record_id, rows in by_record.items():
             deal = deals.get(record_id)
-            if deal is None:
-                identity, reason = None, "the deal no longer exists in Attio"
-            else:
+            identity: Identity | None = None
+            reason: str | None = "the deal no longer exists in Attio"
+            if deal is not None:
                 identity, reason = resolver.identity(deal)
             for row in rows:
                 if identity is not None:

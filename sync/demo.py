@@ -37,7 +37,8 @@ def demo(deals: int, keep: bool = False, dry_run: bool = False, state: Path | No
     with ExitStack() as stack:
         attio = stack.enter_context(AttioSandbox(workspace))
         usermaven = stack.enter_context(UsermavenCollector(jsonl_path=events_file))
-        env = {
+        assert attio.url and usermaven.events_url, "the sandbox servers are running inside this block"
+        env: dict[str, str] = {
             "ATTIO_BASE_URL": attio.url, "ATTIO_API_KEY": attio.token, "ATTIO_USER_ID_ATTRIBUTE": "app_user_id",
             "USERMAVEN_EVENTS_URL": usermaven.events_url, "USERMAVEN_API_KEY": usermaven.api_key,
             "USERMAVEN_SERVER_TOKEN": usermaven.server_token, "USERMAVEN_SITE_URL": SITE_URL,

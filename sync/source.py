@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -155,7 +155,7 @@ class DealSource:
             return self._titles
 
     def with_histories(self, currents: Iterable[Current], window: int | None = None
-                       ) -> Iterator[tuple[Current, list[StageValue]]]:
+                       ) -> Generator[tuple[Current, list[StageValue]], None, None]:
         """(deal, history) in input order, histories read by a thread pool a bounded window ahead."""
         window = window or self.workers * 4
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="attio")

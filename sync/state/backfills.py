@@ -20,7 +20,7 @@ class Backfills:
             return True
         with self.db.atomic():
             self.db.execute("delete from backfill_done where backfill_id = ?", [backfill_id])
-            self.db["backfills"].upsert({"id": backfill_id, "since": since, "until": until,
+            self.db.table("backfills").upsert({"id": backfill_id, "since": since, "until": until,
                                          "started_at": now_text(), "finished_at": None}, pk="id")
         return False
 
@@ -36,7 +36,7 @@ class Backfills:
         """Call inside `State.atomic()`, with the ledger rows of these deals."""
         rows = [{"backfill_id": backfill_id, "deal_key": k} for k in keys]
         if rows:
-            self.db["backfill_done"].insert_all(rows, pk=("backfill_id", "deal_key"), ignore=True)
+            self.db.table("backfill_done").insert_all(rows, pk=("backfill_id", "deal_key"), ignore=True)
 
     def unfinished(self) -> list[dict]:
         return list(self.db.query(
@@ -46,5 +46,5 @@ class Backfills:
 
     def finish(self, backfill_id: str) -> None:
         with self.db.atomic():
-            self.db["backfills"].update(backfill_id, {"finished_at": now_text()})
+            self.db.table("backfills").update(backfill_id, {"finished_at": now_text()})
             self.db.execute("delete from backfill_done where backfill_id = ?", [backfill_id])

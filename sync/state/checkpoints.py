@@ -20,7 +20,7 @@ class Checkpoints:
     def set(self, name: str, value: str) -> None:
         """Call inside `State.atomic()`, after what the checkpoint covers is written in the same transaction
         or an earlier one."""
-        self.db["checkpoints"].upsert({"name": name, "value": value, "updated_at": now_text()}, pk="name")
+        self.db.table("checkpoints").upsert({"name": name, "value": value, "updated_at": now_text()}, pk="name")
 
     def all(self) -> dict[str, str]:
         return {row[0]: row[1] for row in self.db.execute("select name, value from checkpoints")}

@@ -41,7 +41,7 @@ class Ledger:
         """Insert new rows (a row whose event id is already there is left as it is)."""
         encoded = [{**row, "payload": _encoded(row["payload"]), "detected_at": now_text()} for row in rows]
         if encoded:
-            self.db["ledger"].insert_all(encoded, pk="event_id", ignore=True)
+            self.db.table("ledger").insert_all(encoded, pk="event_id", ignore=True)
 
     def requeue_for_replay(self, event_id: str, payload: dict, state: str, reason: str | None) -> None:
         """A transition replayed: queued again with a fresh payload, same id; the replay is counted."""

@@ -18,7 +18,7 @@ class Runs:
 
     def finish(self, run_id: int, **fields: object) -> None:
         with self.db.atomic():
-            self.db["runs"].update(run_id, {**fields, "finished_at": now_text()})
+            self.db.table("runs").update(run_id, {**fields, "finished_at": now_text()})
 
     def last(self, limit: int = 10) -> list[dict]:
         return list(self.db.query("select * from runs order by id desc limit ?", [limit]))

@@ -10,12 +10,12 @@ migrations = Migrations("attio-usermaven-sync")
 
 @migrations()
 def m001_initial(db: Database) -> None:
-    db["deals"].create(
+    db.table("deals").create(
         {"key": str, "record_id": str, "entry_id": str, "stage_id": str, "stage_title": str,
          "stage_since": str, "seen_at": str},
         pk="key",
     )
-    db["ledger"].create(
+    db.table("ledger").create(
         {"event_id": str, "deal_key": str, "record_id": str, "entry_id": str,
          "from_stage_id": str, "from_stage": str, "to_stage_id": str, "to_stage": str,
          "changed_at": str, "payload": str, "state": str, "reason": str, "attempts": int,
@@ -25,23 +25,23 @@ def m001_initial(db: Database) -> None:
         defaults={"attempts": 0, "replay_count": 0},
         not_null={"deal_key", "to_stage_id", "changed_at", "payload", "state"},
     )
-    db["ledger"].create_index(["state", "changed_at"])
-    db["ledger"].create_index(["deal_key"])
-    db["checkpoints"].create({"name": str, "value": str, "updated_at": str}, pk="name")
-    db["runs"].create(
+    db.table("ledger").create_index(["state", "changed_at"])
+    db.table("ledger").create_index(["deal_key"])
+    db.table("checkpoints").create({"name": str, "value": str, "updated_at": str}, pk="name")
+    db.table("runs").create(
         {"id": int, "command": str, "started_at": str, "finished_at": str, "seconds": float,
          "attio_requests": int, "usermaven_requests": int, "deals_read": int, "transitions": int,
          "sent": int, "held": int, "failed": int, "exit_code": int, "message": str},
         pk="id",
     )
-    db["backfills"].create(
+    db.table("backfills").create(
         {"id": str, "since": str, "until": str, "started_at": str, "finished_at": str},
         pk="id",
     )
-    db["backfill_done"].create({"backfill_id": str, "deal_key": str}, pk=("backfill_id", "deal_key"))
+    db.table("backfill_done").create({"backfill_id": str, "deal_key": str}, pk=("backfill_id", "deal_key"))
 
 
 @migrations()
 def m002_held_checked_at(db: Database) -> None:
     """When a held event's person was last looked at: old held events are re-checked hourly, not every run."""
-    db["ledger"].add_column("checked_at", str)
+    db.table("ledger").add_column("checked_at", str)

@@ -24,7 +24,7 @@ class Snapshot:
     def save(self, rows: Iterable[dict]) -> None:
         stamped = [{**row, "seen_at": now_text()} for row in rows]
         if stamped:
-            self.db["deals"].upsert_all(stamped, pk="key")
+            self.db.table("deals").upsert_all(stamped, pk="key")
 
     def count(self) -> int:
         return self.db.execute("select count(*) from deals").fetchone()[0]

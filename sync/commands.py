@@ -9,7 +9,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TextIO
@@ -147,32 +147,16 @@ def replay_deal(config: Config, record_id: str, since: datetime | None, dry_run:
 @contextmanager
 def _locked_state(config: Config, dry_run: bool) -> Iterator[State]:
     """The state, opened under its lock (a dry run: an in-memory copy, no lock). Raises LockHeld or StateError."""
-    with _lock(config, dry_run):
+    with ExitStack() as stack:
         try:
+            if not dry_run:
+                stack.enter_context(StateLock(config.state_db))
             state = open_state(config.state_db, dry_run=dry_run)
         except (OSError, sqlite3.Error) as exc:
             raise StateError(f"cannot open the state at {config.state_db} ({exc}): check --state or SYNC_STATE_DB, "
                              "and that the folder exists or can be created and is writable") from None
-        try:
-            yield state
-        finally:
-            state.close()
-
-
-@contextmanager
-def _lock(config: Config, dry_run: bool) -> Iterator[None]:
-    if dry_run:
-        yield
-        return
-    try:
-        lock = StateLock(config.state_db).__enter__()
-    except OSError as exc:
-        raise StateError(f"cannot open the state at {config.state_db} ({exc}): check --state or SYNC_STATE_DB, "
-                         "and that the folder exists or can be created and is writable") from None
-    try:
-        yield
-    finally:
-        lock.__exit__(None, None, None)
+        stack.callback(state.close)
+        yield state
 
 
 def _execute(command: str, config: Config, dry_run: bool, out: TextIO | None, work: Work) -> Report:

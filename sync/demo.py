@@ -71,7 +71,7 @@ def demo(deals: int, keep: bool = False, dry_run: bool = False, state: Path | No
     return max(codes)
 
 
-def _move_some_deals(workspace) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+def _move_some_deals(workspace: Workspace) -> list[tuple[str, str]]:
     """Move five deals to another stage now, as a sales team would between two polls."""
     rng = random.Random(7)
     stages = [s.title for s in workspace.statuses if not s.is_archived]

@@ -5,9 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import ConnectionPool
+from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 CONNECT_TIMEOUT = 10  # seconds; the read timeout is the SYNC_HTTP_TIMEOUT setting
@@ -64,17 +68,18 @@ def _retry_class(stats: RequestStats, limiter: RateLimiter | None) -> type[Retry
     """
 
     class CountingRetry(Retry):
-        def increment(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            response = kwargs.get("response")
-            new = super().increment(*args, **kwargs)
+        def increment(self, method: str | None = None, url: str | None = None,
+                      response: BaseHTTPResponse | None = None, error: Exception | None = None,
+                      _pool: ConnectionPool | None = None, _stacktrace: TracebackType | None = None) -> Self:
+            new = super().increment(method, url, response, error, _pool, _stacktrace)
             stats.add(requests=1, retries=1, rate_limited=int(getattr(response, "status", 0) == 429))
             return new
 
-        def get_retry_after(self, response):  # type: ignore[no-untyped-def]
+        def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
             seconds = super().get_retry_after(response)
             return None if seconds is None else min(seconds, MAX_RETRY_AFTER)
 
-        def sleep(self, response=None) -> None:  # type: ignore[no-untyped-def]
+        def sleep(self, response: BaseHTTPResponse | None = None) -> None:
             super().sleep(response)
             if limiter is not None:
                 limiter.wait()

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from sync.attio import (
     AttioClient,
+    Page,
     active_from_filter,
     current_stage,
     deal_from_record,
@@ -195,7 +196,7 @@ class DealSource:
         }
 
 
-def _chain(first, rest):  # type: ignore[no-untyped-def]
+def _chain(first: Page, rest: Iterator[Page]) -> Iterator[Page]:
     yield first
     del first
     yield from rest

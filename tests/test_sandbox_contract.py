@@ -8,7 +8,7 @@ Spec quirks, and what this file does about each:
    rejects the null the type allows, although Attio sends it (a deal value without a currency; every
    non-currency attribute's config). :func:`allow_null_in_nullable_enums` adds null to exactly those enums.
 2. 401 and 429 are documented nowhere in the spec (no ``default`` response either). They are validated
-   against the shapes in shared/reference/attio-api.md instead; the 401 body itself is unverified there.
+   against the error shape Attio documents for every non-2xx answer instead; the 401 body itself is unverified.
 3. Some error responses are missing for some operations: ``POST /v2/lists/{list}/entries/query`` documents no
    400 and ``GET /v2/{target}/{identifier}/attributes`` no 404. Those bodies are validated against the same
    status's schema of the sibling operation (records/query 400, GET object 404).
@@ -37,7 +37,7 @@ from sync.sandbox import AttioSandbox, Workspace
 
 TOKEN = "sandbox-attio-token"
 
-# The error shape of shared/reference/attio-api.md, for responses the spec does not document.
+# Attio's documented error shape (every non-2xx answer), for responses the spec does not document.
 DOC_ERROR = {
     "type": "object",
     "required": ["status_code", "type", "code", "message"],

@@ -16,7 +16,8 @@ import pytest
 import requests
 
 from sync.sandbox import AttioSandbox, Faults, Workspace
-from sync.sandbox.workspace import RENAMED_FROM, RENAMED_TO, format_ts
+from sync.sandbox.generator import RENAMED_FROM, RENAMED_TO
+from sync.sandbox.records import format_ts
 
 TOKEN = "sandbox-attio-token"
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sync.sandbox.workspace import ARCHIVED_TITLE, LOST, RENAMED_FROM, RENAMED_TO, WON, Transition, Workspace
+from sync.sandbox import Transition, Workspace
+from sync.sandbox.generator import ARCHIVED_TITLE, LOST, RENAMED_FROM, RENAMED_TO, WON
 
 START = datetime(2023, 1, 1, tzinfo=UTC)
 END = datetime(2025, 1, 1, tzinfo=UTC)
@@ -331,7 +332,7 @@ def test_ten_thousand_deals_generate_with_unique_ids():
 
 
 def test_stage_changes_option_gives_every_deal_that_many_moves():
-    from sync.sandbox.workspace import _Generator
+    from sync.sandbox.generator import _Generator
 
     workspace = Workspace.generate(seed=4, deals=200, stage_changes=(3, 6))
     moves = Counter(t.record_id for t in workspace.expected_transitions() if t.from_status_id)

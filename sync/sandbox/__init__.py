@@ -11,7 +11,8 @@ Typical use in a test::
 """
 
 from sync.sandbox.attio import AttioSandbox, Faults
+from sync.sandbox.records import EntryTransition, Transition
 from sync.sandbox.usermaven import UsermavenCollector
-from sync.sandbox.workspace import EntryTransition, Transition, Workspace
+from sync.sandbox.workspace import Workspace
 
 __all__ = ["AttioSandbox", "EntryTransition", "Faults", "Transition", "UsermavenCollector", "Workspace"]

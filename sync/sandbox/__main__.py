@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from types import FrameType
 
 from sync.sandbox.attio import AttioSandbox
+from sync.sandbox.records import item_json
 from sync.sandbox.usermaven import UsermavenCollector
-from sync.sandbox.workspace import Workspace, item_json
+from sync.sandbox.workspace import Workspace
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +44,7 @@ def serve(args: argparse.Namespace) -> int:
     # Render every record once so the first full scan is as fast as the following ones.
     for collection in (*workspace.objects.values(), *workspace.lists.values()):
         for item in collection.items.values():
-            item_json(collection, workspace, item)
+            item_json(collection, workspace.workspace_id, workspace.workspace_slug, item)
     attio = AttioSandbox(
         workspace, rate_limit=args.rate_limit or None, latency=args.latency, port=args.attio_port
     )

@@ -95,23 +95,34 @@ class _FaultPlan:
         self.faults = faults
         self._rng = random.Random(faults.seed if faults else 0)
         self._queue: collections.deque[Fault] = collections.deque()
+        self._targeted: dict[str, collections.deque[Fault]] = {}
         self._lock = threading.Lock()
 
-    def queue(self, n: int, kind: str, status: int) -> int:
+    def queue(self, n: int, kind: str, status: int, target: str | None = None) -> int:
+        """Queue ``n`` faults for the next requests (only those of kind ``target`` if given)."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
         if n < 0:
             raise ValueError("n must be >= 0")
         with self._lock:
-            self._queue.extend(Fault(kind, status) for _ in range(n))
-            return len(self._queue)
+            queue = self._queue if target is None else self._targeted.setdefault(target, collections.deque())
+            queue.extend(Fault(kind, status) for _ in range(n))
+            return self._pending()
 
     def pending(self) -> int:
+        """Queued faults not yet drawn."""
         with self._lock:
-            return len(self._queue)
+            return self._pending()
 
-    def draw(self) -> Fault | None:
+    def _pending(self) -> int:
+        return len(self._queue) + sum(len(queue) for queue in self._targeted.values())
+
+    def draw(self, target: str | None = None) -> Fault | None:
+        """The fault for the next request (of kind ``target``): queued ones first, then a random one."""
         with self._lock:
+            targeted = self._targeted.get(target) if target is not None else None
+            if targeted:
+                return targeted.popleft()
             if self._queue:
                 return self._queue.popleft()
             faults = self.faults
@@ -201,7 +212,12 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
             return
         try:
-            self.send_response(reply.status)
+            # send_response would add a Date of its own: a reply may carry its server's clock instead.
+            self.log_request(reply.status)
+            self.send_response_only(reply.status)
+            self.send_header("Server", self.version_string())
+            if "Date" not in reply.headers:
+                self.send_header("Date", self.date_time_string())
             self.send_header("Content-Type", reply.content_type)
             self.send_header("Content-Length", str(len(reply.body)))
             for name, value in reply.headers.items():
@@ -243,7 +259,7 @@ class LoopbackServer:
         if self._server is None:
             return None
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> str:
         """Start serving in a background thread; return the base URL."""

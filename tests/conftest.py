@@ -1,20 +1,26 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import re
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse, urlsplit
 
 import pytest
+import requests
 import responses
 import yaml
 from openapi_core import Config, OpenAPI
 
 from sync import cli, http
 from sync.config import SETTINGS
-from tests.attio_shapes import BASE, FakeAttio, FakeDeal, FakePerson, days, uid
+from sync.sandbox import AttioSandbox, Workspace
+from sync.sandbox.server import Request
 
+BASE = "https://api.attio.test"
 EVENTS_URL = "https://events.usermaven.test/api/v1/s2s/event"
 SECRETS = {
     "ATTIO_API_KEY": "attio_secret_a1b2c3d4e5",
@@ -51,9 +57,69 @@ def mocked():
         yield mock
 
 
+def uid(name: str) -> str:
+    """A stable id for a test's record, entry or person named ``name``."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+
+
+def days(n: float) -> timedelta:
+    return timedelta(days=n)
+
+
+def serve_through_responses(mock: responses.RequestsMock, sandbox: AttioSandbox, base: str = BASE) -> None:
+    """Answer every request to ``base`` with the sandbox's own dispatch, in-process (no socket)."""
+
+    def answer(request: requests.PreparedRequest) -> tuple[int, dict[str, str], bytes]:
+        parts = urlsplit(request.url or "")
+        body = request.body or b""
+        reply = sandbox.dispatch(Request(
+            request.method or "GET", unquote(parts.path), parse_qs(parts.query), request.headers,
+            body.encode() if isinstance(body, str) else body, "127.0.0.1",
+        ))
+        if reply.drop:
+            raise requests.ConnectionError("the Attio sandbox dropped the connection")
+        if reply.delay:
+            raise requests.ReadTimeout("the Attio sandbox answered too late")
+        return reply.status, {"Content-Type": reply.content_type, **reply.headers}, reply.body
+
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        mock.add_callback(method, re.compile(re.escape(base) + r"/.*"), answer, content_type=None)
+
+
 @pytest.fixture
-def attio(mocked) -> FakeAttio:
-    return FakeAttio(mocked, clock=NOW)
+def attio(mocked) -> AttioSandbox:
+    """An empty Attio workspace (the sandbox's), Attio's clock at NOW, served at BASE through `responses`."""
+    sandbox = AttioSandbox(Workspace.empty(clock=NOW), token=SECRETS["ATTIO_API_KEY"], rate_limit=None)
+    serve_through_responses(mocked, sandbox)
+    return sandbox
+
+
+def add_deal(ws: Workspace, record_id: str, name: str, history: list[tuple[str, datetime]],
+             people: Iterable[str] = (), company: str | None = None) -> str:
+    """A deal worth 4,200 USD owned by the first member, through ``history`` (stage title, active_from)."""
+    (stage, created), *moves = history
+    ws.create_deal(name, stage, people=people, company=company, value=4200, at=created,
+                   owner=ws.members[0].member_id, record_id=record_id)
+    for stage, moment in moves:
+        ws.move_deal(record_id, stage, moment)
+    return record_id
+
+
+def add_leads(ws: Workspace, prefix: str, count: int, days_back: int) -> list[str]:
+    """`count` deals created in "Lead" one day apart, ending `days_back - count + 1` days ago, each with
+    one person who has an email (added if missing); returns their ids."""
+    if uid("p1") not in ws.people.items:
+        ws.add_person("jane@acme.com", record_id=uid("p1"))
+    return [
+        add_deal(ws, uid(f"{prefix}{n}"), f"{prefix.upper()}{n}", [("Lead", ws.now() - days(days_back - n))],
+                 people=[uid("p1")])
+        for n in range(count)
+    ]
+
+
+def queries(attio: AttioSandbox, identifier: str = "deals") -> list[dict[str, Any]]:
+    """The bodies of the queries the sandbox received for one object or list."""
+    return [q.body for q in attio.queries if q.identifier == identifier]
 
 
 class Collector:
@@ -98,18 +164,17 @@ def run(env, capsys):
 
 
 @pytest.fixture
-def workspace(attio):
-    """Three deals with two years of history, one person each (emails), one company."""
-    attio.people[uid("p1")] = FakePerson(uid("p1"), ["jane@acme.com"])
-    attio.people[uid("p2")] = FakePerson(uid("p2"), ["bob@beta.io"], user_id="app-user-42")
-    attio.companies[uid("c1")] = "Acme Inc"
-    attio.add_deal(FakeDeal(uid("d1"), "Acme renewal", NOW - days(700),
-                            [("Lead", NOW - days(700)), ("Qualified", NOW - days(600))],
-                            people=[uid("p1")], company=uid("c1")))
-    attio.add_deal(FakeDeal(uid("d2"), "Beta pilot", NOW - days(400), [("Lead", NOW - days(400))],
-                            people=[uid("p2")]))
-    attio.add_deal(FakeDeal(uid("d3"), "Gamma", NOW - days(10), [("Lead", NOW - days(10))], people=[]))
-    return attio
+def workspace(attio) -> Workspace:
+    """Three deals with two years of history, one person each (emails), one company; d3 has no person."""
+    ws = attio.workspace
+    ws.add_person("jane@acme.com", record_id=uid("p1"))
+    ws.add_person("bob@beta.io", user_id="app-user-42", record_id=uid("p2"))
+    ws.add_company("Acme Inc", record_id=uid("c1"))
+    add_deal(ws, uid("d1"), "Acme renewal", [("Lead", NOW - days(700)), ("Qualified", NOW - days(600))],
+             people=[uid("p1")], company=uid("c1"))
+    add_deal(ws, uid("d2"), "Beta pilot", [("Lead", NOW - days(400))], people=[uid("p2")])
+    add_deal(ws, uid("d3"), "Gamma", [("Lead", NOW - days(10))])
+    return ws
 
 
 def ledger_rows(env) -> list[dict]:

@@ -8,8 +8,7 @@ import pytest
 
 from sync import backfill as backfill_module
 from sync.models import epoch_ms
-from tests.attio_shapes import FakeDeal, days, uid
-from tests.conftest import NOW, ledger_rows
+from tests.conftest import NOW, add_deal, add_leads, days, ledger_rows, uid
 
 MINUTE = timedelta(minutes=1)
 
@@ -17,9 +16,9 @@ MINUTE = timedelta(minutes=1)
 @pytest.fixture
 def history(workspace):
     """d1: Lead (700 days ago) → Qualified (600); d2: Lead (400); d3: Lead (10); plus d5 with four moves."""
-    workspace.add_deal(FakeDeal(uid("d5"), "Epsilon", NOW - days(300), [
+    add_deal(workspace, uid("d5"), "Epsilon", [
         ("Lead", NOW - days(300)), ("Qualified", NOW - days(200)), ("Demo", NOW - days(100)),
-        ("Won 🎉", NOW - days(50))], people=[uid("p2")]))
+        ("Won 🎉", NOW - days(50))], people=[uid("p2")])
     return workspace
 
 
@@ -74,7 +73,7 @@ def test_overlapping_backfill_sends_only_what_is_new(history, usermaven, run):
 
 def test_backfill_after_polls_never_resends_what_a_poll_sent(history, usermaven, run):
     run("run")  # baseline
-    history.move(uid("d5"), "Lost", NOW + MINUTE)
+    history.move_deal(uid("d5"), "Lost", NOW + MINUTE)
     history.clock = NOW + 2 * MINUTE
     run("run")
     [polled] = usermaven.events
@@ -90,7 +89,7 @@ def test_backfill_on_empty_state_records_baseline_so_the_next_run_continues(hist
     sent = len(usermaven.events)
     # the next plain run is a poll from the moment the backfill began, not a new baseline
     # (a move during the backfill's scan: test_move_during_an_empty_state_backfill_...)
-    history.move(uid("d1"), "Won 🎉", NOW + 20 * 1000 * timedelta(microseconds=1))
+    history.move_deal(uid("d1"), "Won 🎉", NOW + 20 * 1000 * timedelta(microseconds=1))
     history.clock = NOW + 30 * MINUTE
     code, out, err = run("run")
     assert code == 0 and "baseline" not in err
@@ -100,13 +99,12 @@ def test_backfill_on_empty_state_records_baseline_so_the_next_run_continues(hist
 
 def test_interrupted_backfill_resumes_without_rereading_finished_deals(attio, usermaven, run, env, monkeypatch):
     monkeypatch.setattr(backfill_module, "BATCH", 3)
-    attio.people[uid("p1")] = __import__("tests.attio_shapes", fromlist=["FakePerson"]).FakePerson(
-        uid("p1"), ["jane@acme.com"])
+    attio.workspace.add_person("jane@acme.com", record_id=uid("p1"))
     for n in range(10):
-        attio.add_deal(FakeDeal(uid(f"b{n}"), f"B{n}", NOW - days(100 - n), [
-            ("Lead", NOW - days(100 - n)), ("Qualified", NOW - days(90 - n))], people=[uid("p1")]))
+        add_deal(attio.workspace, uid(f"b{n}"), f"B{n}", [
+            ("Lead", NOW - days(100 - n)), ("Qualified", NOW - days(90 - n))], people=[uid("p1")])
     # the 8th deal's history cannot be read on the first attempt: the backfill stops there
-    attio.history_failures[uid("b7")] = 1
+    attio.fail_history(uid("b7"))
     code, out, err = run("run", "--backfill", "--since", "2020-01-01")
     assert code == 1
     assert "Simulated refusal" in err
@@ -149,8 +147,8 @@ def test_backfill_goes_on_recording_when_usermaven_is_down(history, usermaven, r
 
 
 def test_unfinished_backfill_is_named_by_run_and_status(attio, usermaven, run, env):
-    attio.add_leads("u", 3, days_back=10)
-    attio.history_failures[uid("u1")] = 1
+    add_leads(attio.workspace, "u", 3, days_back=10)
+    attio.fail_history(uid("u1"))
     assert run("run", "--backfill", "--since", "2025-06-01")[0] == 1
     code, out, err = run("run")
     assert "did not finish" in err
@@ -166,13 +164,13 @@ def test_changes_after_a_killed_backfill_began_are_caught_by_polls(attio, userma
     """The checkpoint is set when an empty-state backfill starts, so a poll run before it is resumed
     misses nothing, not even a change to a deal the backfill had already finished."""
     monkeypatch.setattr(backfill_module, "BATCH", 1)
-    attio.add_leads("k", 4, days_back=10)
-    attio.history_failures[uid("k2")] = 1
+    add_leads(attio.workspace, "k", 4, days_back=10)
+    attio.fail_history(uid("k2"))
     assert run("run", "--backfill", "--since", "2025-06-01")[0] == 1
     assert len(usermaven.events) == 2  # k0, k1 finished
-    attio.move(uid("k0"), "Won 🎉", NOW + MINUTE)  # a finished deal moves
-    attio.add_deal(FakeDeal(uid("k9"), "K9", NOW + MINUTE, [("Lead", NOW + MINUTE)], people=[uid("p1")]))
-    attio.clock = NOW + 2 * MINUTE
+    attio.workspace.move_deal(uid("k0"), "Won 🎉", NOW + MINUTE)  # a finished deal moves
+    add_deal(attio.workspace, uid("k9"), "K9", [("Lead", NOW + MINUTE)], people=[uid("p1")])
+    attio.workspace.clock = NOW + 2 * MINUTE
     assert run("run")[0] == 0
     polled = usermaven.events[2:]
     assert by_text([(e["event_attributes"]["deal_id"], e["event_attributes"]["previous_stage"],
@@ -199,7 +197,7 @@ def test_progress_bar_on_a_terminal_only_and_not_with_quiet(history, usermaven, 
 def test_refused_usermaven_token_stops_the_backfill(attio, usermaven, run, env, monkeypatch):
     monkeypatch.setattr(backfill_module, "BATCH", 2)
     monkeypatch.setattr("sync.commands.BATCH_EVENTS", 2)
-    attio.add_leads("r", 80, days_back=100)
+    add_leads(attio.workspace, "r", 80, days_back=100)
     monkeypatch.setenv("USERMAVEN_SERVER_TOKEN", "st_wrong0000")
     code, out, err = run("run", "--backfill", "--since", "2025-06-01")
     assert code == 1
@@ -218,7 +216,7 @@ def test_refused_usermaven_token_stops_the_backfill(attio, usermaven, run, env, 
 def test_move_during_an_empty_state_backfill_outside_its_range_is_sent_by_the_next_poll(history, usermaven, run):
     """The backfill began at NOW (Attio's clock); d2 moved a second later, before the backfill read it.
     `--until` leaves the move out of the backfill, so the poll must send it."""
-    history.move(uid("d2"), "Won 🎉", NOW + timedelta(seconds=1))
+    history.move_deal(uid("d2"), "Won 🎉", NOW + timedelta(seconds=1))
     until = (NOW - days(1)).isoformat()
     assert run("run", "--backfill", "--since", "2020-01-01", "--until", until)[0] == 0
     assert [e["event_attributes"]["deal_stage"] for e in usermaven.events

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from tests.attio_shapes import FakeDeal, uid
-from tests.conftest import NOW, ledger_rows
+from tests.conftest import NOW, add_deal, ledger_rows, uid
 
 MINUTE = timedelta(minutes=1)
 
@@ -13,8 +12,8 @@ MINUTE = timedelta(minutes=1)
 def _moves(workspace, count: int) -> None:
     """`count` transitions on new deals created after the baseline."""
     for n in range(count):
-        workspace.add_deal(FakeDeal(uid(f"new{n}"), f"New {n}", NOW + MINUTE,
-                                    [("Lead", NOW + MINUTE + timedelta(seconds=n))], people=[uid("p1")]))
+        add_deal(workspace, uid(f"new{n}"), f"New {n}", [("Lead", NOW + MINUTE + timedelta(seconds=n))],
+                 people=[uid("p1")])
     workspace.clock = NOW + 10 * MINUTE
 
 

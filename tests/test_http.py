@@ -10,21 +10,18 @@ import pytest
 from urllib3.response import HTTPResponse
 
 from sync.http import RateLimiter, RequestStats, make_session
-from tests.attio_shapes import uid
-from tests.conftest import NOW, ledger_rows
-
-RATE_LIMITED = {"status_code": 429, "type": "rate_limit_error", "code": "rate_limit_exceeded",
-                "message": "Rate limit exceeded, please try again later"}
+from tests.conftest import NOW, ledger_rows, uid
 
 
-def test_attio_429_with_http_date_retry_after_is_retried(workspace, usermaven, run, env):
+def test_attio_429_with_http_date_retry_after_is_retried(attio, workspace, usermaven, run, env):
     run("run")
-    workspace.move(uid("d1"), "Demo", NOW.replace(minute=1))
+    workspace.move_deal(uid("d1"), "Demo", NOW.replace(minute=1))
     workspace.clock = NOW.replace(minute=5)
-    retry_after = format_datetime(NOW.replace(minute=5, second=1), usegmt=True)
-    workspace.failures = [(429, {"Retry-After": retry_after}, RATE_LIMITED)] * 2
+    # the next two queries are answered 429 with Retry-After: the next second of Attio's clock, an HTTP date
+    attio.fail_next(2, status=429, endpoint="records_query")
     code, out, err = run("run")
     assert code == 0
+    assert attio.stats["faults"] == 2  # both 429s were answered, and retried
     assert len(usermaven.events) == 1
     run_row = ledger_rows(env)[0]
     assert run_row["state"] == "sent"
@@ -60,12 +57,11 @@ def format_datetime_now(seconds: int) -> str:
     return format_datetime(datetime.now(UTC) + timedelta(seconds=seconds), usegmt=True)
 
 
-def test_attio_unreachable_after_retries_exits_1_and_commits_nothing(workspace, usermaven, run, env):
+def test_attio_unreachable_after_retries_exits_1_and_commits_nothing(attio, workspace, usermaven, run, env):
     run("run")
-    workspace.move(uid("d1"), "Demo", NOW.replace(minute=1))
+    workspace.move_deal(uid("d1"), "Demo", NOW.replace(minute=1))
     workspace.clock = NOW.replace(minute=5)
-    error = {"status_code": 503, "type": "api_error", "code": "unavailable", "message": "Service unavailable"}
-    workspace.failures = [(503, {}, error)] * 7
+    attio.fail_next(7, status=503, endpoint="records_query", message="Service unavailable")
     code, out, err = run("run")
     assert code == 1
     assert "Attio answered 503" in err and "Service unavailable" in err
@@ -101,17 +97,17 @@ def test_rate_limiter_holds_the_ceiling_across_threads(per_second):
         assert sum(1 for s in stamps[i:] if s - start < 1.0) <= per_second
 
 
-def test_truncated_json_from_attio_is_retried(workspace, usermaven, run, env):
+def test_truncated_json_from_attio_is_retried(attio, workspace, usermaven, run, env):
     run("run")
-    workspace.move(uid("d1"), "Demo", NOW.replace(minute=1))
+    workspace.move_deal(uid("d1"), "Demo", NOW.replace(minute=1))
     workspace.clock = NOW.replace(minute=5)
-    workspace.failures = [(200, {}, "cut")] * 2  # bodies that are not JSON
+    attio.fail_next(2, kind="malformed", endpoint="records_query")  # bodies cut off halfway: not JSON
     code, out, err = run("run")
     assert code == 0
     assert "not JSON" in err and "attempt 1 of 3" in err
     assert len(usermaven.events) == 1
-    workspace.failures = [(200, {}, "cut")] * 3
-    workspace.move(uid("d1"), "Lost", NOW.replace(minute=6))
+    attio.fail_next(3, kind="malformed", endpoint="records_query")
+    workspace.move_deal(uid("d1"), "Lost", NOW.replace(minute=6))
     workspace.clock = NOW.replace(minute=7)
     code, out, err = run("run")
     assert code == 1 and "not JSON" in err and "3 times" in err

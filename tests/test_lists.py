@@ -6,8 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.attio_shapes import FakeEntry, days, uid
-from tests.conftest import NOW, ledger_rows
+from tests.conftest import NOW, days, ledger_rows, queries, uid
 
 MINUTE = timedelta(minutes=1)
 
@@ -16,12 +15,11 @@ MINUTE = timedelta(minutes=1)
 def pipeline(env, workspace, monkeypatch):
     """d1 is on the pipeline twice (two entries), d2 once."""
     monkeypatch.setenv("ATTIO_LIST", "sales_pipeline")
-    workspace.entries[uid("e1")] = FakeEntry(uid("e1"), uid("d1"), NOW - days(300), [
-        ("Lead", NOW - days(300)), ("Qualified", NOW - days(200))])
-    workspace.entries[uid("e2")] = FakeEntry(uid("e2"), uid("d1"), NOW - days(100), [
-        ("Lead", NOW - days(100))])
-    workspace.entries[uid("e3")] = FakeEntry(uid("e3"), uid("d2"), NOW - days(50), [
-        ("Lead", NOW - days(50)), ("Won 🎉", NOW - days(20))])
+    workspace.add_entry(uid("d1"), "Lead", NOW - days(300), entry_id=uid("e1"))
+    workspace.move_entry(uid("e1"), "Qualified", NOW - days(200))
+    workspace.add_entry(uid("d1"), "Lead", NOW - days(100), entry_id=uid("e2"))
+    workspace.add_entry(uid("d2"), "Lead", NOW - days(50), entry_id=uid("e3"))
+    workspace.move_entry(uid("e3"), "Won 🎉", NOW - days(20))
     return workspace
 
 
@@ -43,22 +41,22 @@ def test_backfill_reads_entries_and_keys_transitions_on_the_entry(pipeline, user
     assert {r["deal_key"] for r in ledger_rows(env)} == {uid("e1"), uid("e2"), uid("e3")}
 
 
-def test_poll_on_a_list_sends_the_moved_entry_only(pipeline, usermaven, run):
+def test_poll_on_a_list_sends_the_moved_entry_only(attio, pipeline, usermaven, run):
     run("run")
-    pipeline.entries[uid("e2")].history.append(("Demo", NOW + MINUTE))
+    pipeline.move_entry(uid("e2"), "Demo", NOW + MINUTE)
     pipeline.clock = NOW + 2 * MINUTE
     assert run("run")[0] == 0
     [event] = usermaven.events
     assert event["event_attributes"]["entry_id"] == uid("e2")
     assert (event["event_attributes"]["previous_stage"], event["event_attributes"]["deal_stage"]) == ("Lead", "Demo")
-    entry_queries = [q for q in pipeline.queries if q["object"] == "sales_pipeline"]
+    entry_queries = queries(attio, "sales_pipeline")
     assert entry_queries[-1]["filter"] == {"stage": {"active_from": {"$gte": "2026-03-01T11:55:00.000000Z"}}}
 
 
-def test_list_without_active_from_filter_falls_back_to_a_scan_and_diff(pipeline, usermaven, run):
-    pipeline.entries_filter_supported = False
+def test_list_without_active_from_filter_falls_back_to_a_scan_and_diff(attio, pipeline, usermaven, run):
+    attio.list_active_from = False
     run("run")
-    pipeline.entries[uid("e3")].history.append(("Lost", NOW + MINUTE))
+    pipeline.move_entry(uid("e3"), "Lost", NOW + MINUTE)
     pipeline.clock = NOW + 2 * MINUTE
     code, out, err = run("run")
     assert code == 0

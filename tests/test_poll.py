@@ -7,16 +7,14 @@ from datetime import timedelta
 
 from sync import attio as attio_module
 from sync.models import epoch_ms
-from tests.attio_shapes import STAGES, FakeDeal, FakePerson, uid
-from tests.conftest import NOW
+from sync.sandbox.records import Value
+from tests.conftest import NOW, add_deal, add_leads, queries, uid
 from tests.conftest import ledger_rows as ledger
 
 MINUTE = timedelta(minutes=1)
 
 
-
-
-def test_first_run_records_baseline_and_sends_nothing(workspace, usermaven, run, env):
+def test_first_run_records_baseline_and_sends_nothing(attio, workspace, usermaven, run, env):
     code, out, err = run("run")
     assert code == 0
     assert usermaven.batches == []
@@ -24,13 +22,13 @@ def test_first_run_records_baseline_and_sends_nothing(workspace, usermaven, run,
     assert "--backfill --since" in err
     assert ledger(env) == []
     # the baseline scans every deal once, without the changed-since filter, and reads no history
-    assert [q.get("filter") for q in workspace.queries if q["object"] == "deals"] == [None]
+    assert [q.get("filter") for q in queries(attio)] == [None]
 
 
-def test_move_between_runs_sends_one_event_with_its_original_time(workspace, usermaven, run, env):
+def test_move_between_runs_sends_one_event_with_its_original_time(attio, workspace, usermaven, run, env):
     run("run")
     moved_at = NOW + 3 * MINUTE
-    workspace.move(uid("d1"), "Demo", moved_at)
+    workspace.move_deal(uid("d1"), "Demo", moved_at)
     workspace.clock = NOW + 10 * MINUTE
     code, out, err = run("run")
     assert code == 0
@@ -47,7 +45,7 @@ def test_move_between_runs_sends_one_event_with_its_original_time(workspace, use
     assert event["event_type"] == "Deal Stage Changed"
     assert event["url"] == "https://acme.example"
     # the poll asked Attio only for deals whose stage was written since the checkpoint less the overlap
-    poll_query = [q for q in workspace.queries if q["object"] == "deals"][1]
+    poll_query = queries(attio)[1]
     assert poll_query["filter"] == {"stage": {"active_from": {"$gte": "2026-03-01T11:55:00.000000Z"}}}
     assert poll_query["sorts"] == [{"direction": "asc", "attribute": "created_at"}]
     assert [row["state"] for row in ledger(env)] == ["sent"]
@@ -56,7 +54,7 @@ def test_move_between_runs_sends_one_event_with_its_original_time(workspace, use
 def test_several_moves_between_runs_are_each_a_transition(workspace, usermaven, run):
     run("run")
     for minutes, title in ((1, "Demo"), (2, "Won 🎉"), (3, "Lost"), (4, "Qualified")):
-        workspace.move(uid("d1"), title, NOW + minutes * MINUTE)
+        workspace.move_deal(uid("d1"), title, NOW + minutes * MINUTE)
     workspace.clock = NOW + 10 * MINUTE
     assert run("run")[0] == 0
     pairs = [(e["event_attributes"]["previous_stage"], e["event_attributes"]["deal_stage"])
@@ -68,8 +66,8 @@ def test_several_moves_between_runs_are_each_a_transition(workspace, usermaven, 
 
 def test_back_and_forth_a_b_a_gives_two_transitions(workspace, usermaven, run):
     run("run")
-    workspace.move(uid("d2"), "Qualified", NOW + MINUTE)
-    workspace.move(uid("d2"), "Lead", NOW + 2 * MINUTE)
+    workspace.move_deal(uid("d2"), "Qualified", NOW + MINUTE)
+    workspace.move_deal(uid("d2"), "Lead", NOW + 2 * MINUTE)
     workspace.clock = NOW + 5 * MINUTE
     run("run")
     pairs = [(e["event_attributes"]["previous_stage"], e["event_attributes"]["deal_stage"])
@@ -79,7 +77,7 @@ def test_back_and_forth_a_b_a_gives_two_transitions(workspace, usermaven, run):
 
 def test_rerun_sends_nothing_twice(workspace, usermaven, run, env):
     run("run")
-    workspace.move(uid("d1"), "Demo", NOW + MINUTE)
+    workspace.move_deal(uid("d1"), "Demo", NOW + MINUTE)
     workspace.clock = NOW + 2 * MINUTE
     run("run")
     assert len(usermaven.events) == 1
@@ -93,8 +91,8 @@ def test_rerun_sends_nothing_twice(workspace, usermaven, run, env):
 
 def test_new_deal_after_baseline_sends_its_whole_history(workspace, usermaven, run):
     run("run")
-    workspace.add_deal(FakeDeal(uid("d4"), "Delta", NOW + MINUTE,
-                                [("Lead", NOW + MINUTE), ("Qualified", NOW + 2 * MINUTE)], people=[uid("p1")]))
+    add_deal(workspace, uid("d4"), "Delta", [("Lead", NOW + MINUTE), ("Qualified", NOW + 2 * MINUTE)],
+             people=[uid("p1")])
     workspace.clock = NOW + 3 * MINUTE
     run("run")
     pairs = [(e["event_attributes"]["previous_stage"], e["event_attributes"]["deal_stage"])
@@ -105,7 +103,7 @@ def test_new_deal_after_baseline_sends_its_whole_history(workspace, usermaven, r
 
 def test_case_2_email_identity(workspace, usermaven, run):
     run("run")
-    workspace.move(uid("d1"), "Demo", NOW + MINUTE)
+    workspace.move_deal(uid("d1"), "Demo", NOW + MINUTE)
     workspace.clock = NOW + 2 * MINUTE
     run("run")
     assert usermaven.events[0]["user"] == {"id": "jane@acme.com", "email": "jane@acme.com"}
@@ -114,8 +112,8 @@ def test_case_2_email_identity(workspace, usermaven, run):
 def test_case_1_user_id_identity_when_attribute_configured(workspace, usermaven, run, monkeypatch):
     monkeypatch.setenv("ATTIO_USER_ID_ATTRIBUTE", "app_user_id")
     run("run")
-    workspace.move(uid("d2"), "Qualified", NOW + MINUTE)
-    workspace.move(uid("d1"), "Demo", NOW + MINUTE)
+    workspace.move_deal(uid("d2"), "Qualified", NOW + MINUTE)
+    workspace.move_deal(uid("d1"), "Demo", NOW + MINUTE)
     workspace.clock = NOW + 2 * MINUTE
     run("run")
     users = {e["event_attributes"]["deal_id"]: e["user"] for e in usermaven.events}
@@ -126,7 +124,7 @@ def test_case_1_user_id_identity_when_attribute_configured(workspace, usermaven,
 
 def test_user_id_ignored_without_the_setting(workspace, usermaven, run):
     run("run")
-    workspace.move(uid("d2"), "Qualified", NOW + MINUTE)
+    workspace.move_deal(uid("d2"), "Qualified", NOW + MINUTE)
     workspace.clock = NOW + 2 * MINUTE
     run("run")
     assert usermaven.events[0]["user"] == {"id": "bob@beta.io", "email": "bob@beta.io"}
@@ -134,7 +132,7 @@ def test_user_id_ignored_without_the_setting(workspace, usermaven, run):
 
 def test_deal_without_person_is_held_then_released_when_a_person_appears(workspace, usermaven, run, env):
     run("run")
-    workspace.move(uid("d3"), "Qualified", NOW + MINUTE)
+    workspace.move_deal(uid("d3"), "Qualified", NOW + MINUTE)
     workspace.clock = NOW + 2 * MINUTE
     code, out, err = run("run")
     assert code == 0
@@ -147,8 +145,8 @@ def test_deal_without_person_is_held_then_released_when_a_person_appears(workspa
     run("run")
     assert usermaven.events == []
     # someone adds a person with an email in Attio: the next run sends it, with its original time
-    workspace.people[uid("p3")] = FakePerson(uid("p3"), ["carol@gamma.dev"])
-    workspace.deals[uid("d3")].people = [uid("p3")]
+    workspace.add_person("carol@gamma.dev", record_id=uid("p3"))
+    workspace.set_deal_people(uid("d3"), [uid("p3")])
     workspace.clock = NOW + 4 * MINUTE
     assert run("run")[0] == 0
     [event] = usermaven.events
@@ -158,10 +156,10 @@ def test_deal_without_person_is_held_then_released_when_a_person_appears(workspa
 
 
 def test_person_without_email_is_held_with_reason(workspace, usermaven, run, env):
-    workspace.people[uid("p4")] = FakePerson(uid("p4"), [])
-    workspace.deals[uid("d3")].people = [uid("p4")]
+    workspace.add_person(record_id=uid("p4"))
+    workspace.set_deal_people(uid("d3"), [uid("p4")])
     run("run")
-    workspace.move(uid("d3"), "Lost", NOW + MINUTE)
+    workspace.move_deal(uid("d3"), "Lost", NOW + MINUTE)
     workspace.clock = NOW + 2 * MINUTE
     run("run")
     [row] = ledger(env)
@@ -170,10 +168,10 @@ def test_person_without_email_is_held_with_reason(workspace, usermaven, run, env
 
 
 def test_first_person_with_an_identity_wins(workspace, usermaven, run):
-    workspace.people[uid("p4")] = FakePerson(uid("p4"), [])
-    workspace.deals[uid("d3")].people = [uid("p4"), uid("p1"), uid("p2")]
+    workspace.add_person(record_id=uid("p4"))
+    workspace.set_deal_people(uid("d3"), [uid("p4"), uid("p1"), uid("p2")])
     run("run")
-    workspace.move(uid("d3"), "Lost", NOW + MINUTE)
+    workspace.move_deal(uid("d3"), "Lost", NOW + MINUTE)
     workspace.clock = NOW + 2 * MINUTE
     run("run")
     assert usermaven.events[0]["user"]["id"] == "jane@acme.com"
@@ -181,25 +179,25 @@ def test_first_person_with_an_identity_wins(workspace, usermaven, run):
 
 def test_pagination_across_pages(attio, usermaven, run, monkeypatch):
     monkeypatch.setattr(attio_module, "PAGE_SIZE", 5)
-    attio.add_leads("deal", 23, days_back=100)
+    add_leads(attio.workspace, "deal", 23, days_back=100)
     code, _, err = run("run")
     assert "baseline recorded for 23 deals" in err
     # a long history is paged too: 7 moves on one deal, 13 on others
     for n in range(12):
         for step in range(7 if n else 13):
             moment = NOW + MINUTE + timedelta(seconds=n * 20 + step)
-            attio.move(uid(f"deal{n}"), ("Qualified", "Demo")[step % 2], moment)
-    attio.clock = NOW + 10 * MINUTE
+            attio.workspace.move_deal(uid(f"deal{n}"), ("Qualified", "Demo")[step % 2], moment)
+    attio.workspace.clock = NOW + 10 * MINUTE
     assert run("run")[0] == 0
     assert len(usermaven.events) == 13 + 11 * 7
     assert len({e["event_id"] for e in usermaven.events}) == len(usermaven.events)
-    offsets = [q["offset"] for q in attio.queries if q["object"] == "deals" and q.get("filter")]
+    offsets = [q["offset"] for q in queries(attio) if q.get("filter")]
     assert offsets == [0, 4, 8]  # pages of 5 overlapping by 1; 12 deals changed
 
 
 def test_dry_run_prints_events_and_changes_nothing(workspace, usermaven, run, env):
     run("run")
-    workspace.move(uid("d1"), "Demo", NOW + MINUTE)
+    workspace.move_deal(uid("d1"), "Demo", NOW + MINUTE)
     workspace.clock = NOW + 2 * MINUTE
     before = open(env["SYNC_STATE_DB"], "rb").read()
     code, out, err = run("run", "--dry-run")
@@ -235,30 +233,26 @@ def test_state_file_is_private(workspace, usermaven, run, env):
 def test_stage_ids_not_titles_decide_a_change(workspace, usermaven, run):
     """A new value with the same status id under another title (a rename) is no stage change: no event."""
     run("run")
-    STAGES["Demo"] = STAGES["Qualified"]  # d1 "moves" to a value with the same status id: a re-write
-    try:
-        workspace.move(uid("d1"), "Demo", NOW + MINUTE)
-        workspace.clock = NOW + 2 * MINUTE
-        run("run")
-    finally:
-        STAGES["Demo"] = uid("status/Demo")
+    workspace.rename_stage("Qualified", "Qualified (renamed)")
+    workspace.move_deal(uid("d1"), "Qualified (renamed)", NOW + MINUTE)  # d1's stage re-written, same status id
+    workspace.clock = NOW + 2 * MINUTE
+    run("run")
     assert usermaven.events == []
 
 
 def test_stage_title_missing_from_a_value_comes_from_the_statuses_endpoint(workspace, usermaven, run, monkeypatch):
-    from tests import attio_shapes
-
     run("run")
-    workspace.move(uid("d1"), "Won 🎉", NOW + MINUTE)
+    workspace.move_deal(uid("d1"), "Won 🎉", NOW + MINUTE)
     workspace.clock = NOW + 2 * MINUTE
-    original = attio_shapes.status_value
+    original = Value.to_api
 
-    def untitled(title, *args, **kwargs):  # type: ignore[no-untyped-def]
-        value = original(title, *args, **kwargs)
-        value["status"]["title"] = ""
-        return value
+    def untitled(value: Value) -> dict:
+        rendered = original(value)
+        if "status" in rendered:
+            rendered["status"]["title"] = ""
+        return rendered
 
-    monkeypatch.setattr(attio_shapes, "status_value", untitled)
+    monkeypatch.setattr(Value, "to_api", untitled)
     assert run("run")[0] == 0
     [event] = usermaven.events
     assert (event["event_attributes"]["previous_stage"], event["event_attributes"]["deal_stage"]) == (
@@ -267,7 +261,7 @@ def test_stage_title_missing_from_a_value_comes_from_the_statuses_endpoint(works
 
 def test_move_during_the_baseline_scan_is_sent_by_the_next_poll(workspace, usermaven, run, env):
     """Attio's clock says the scan began at NOW; a deal moved a second later, before its page was read."""
-    workspace.move(uid("d2"), "Qualified", NOW + timedelta(seconds=1))
+    workspace.move_deal(uid("d2"), "Qualified", NOW + timedelta(seconds=1))
     assert run("run")[0] == 0
     assert usermaven.events == []
     workspace.clock = NOW + 2 * MINUTE
@@ -279,11 +273,11 @@ def test_move_during_the_baseline_scan_is_sent_by_the_next_poll(workspace, userm
     assert event["_timestamp"] == epoch_ms(NOW + timedelta(seconds=1))
 
 
-def test_deal_deleted_while_the_run_reads_it_is_skipped(workspace, usermaven, run, env):
+def test_deal_deleted_while_the_run_reads_it_is_skipped(attio, workspace, usermaven, run, env):
     run("run")
-    workspace.move(uid("d1"), "Demo", NOW + MINUTE)
-    workspace.move(uid("d2"), "Qualified", NOW + MINUTE)
-    workspace.deleted_before_history.add(uid("d1"))
+    workspace.move_deal(uid("d1"), "Demo", NOW + MINUTE)
+    workspace.move_deal(uid("d2"), "Qualified", NOW + MINUTE)
+    attio.delete_before_history(uid("d1"))
     workspace.clock = NOW + 2 * MINUTE
     code, out, err = run("run")
     assert code == 0
@@ -291,15 +285,14 @@ def test_deal_deleted_while_the_run_reads_it_is_skipped(workspace, usermaven, ru
     assert [e["event_attributes"]["deal_id"] for e in usermaven.events] == [uid("d2")]
 
 
-def test_old_held_events_are_rechecked_hourly_not_every_run(workspace, usermaven, run, env):
+def test_old_held_events_are_rechecked_hourly_not_every_run(attio, workspace, usermaven, run, env):
     import sqlite3
 
     run("run")
-    workspace.move(uid("d3"), "Qualified", NOW + MINUTE)
+    workspace.move_deal(uid("d3"), "Qualified", NOW + MINUTE)
     workspace.clock = NOW + 2 * MINUTE
     run("run")
-    reads = lambda: sum(1 for q in workspace.queries  # noqa: E731
-                        if q["object"] == "deals" and "record_id" in (q.get("filter") or {}))
+    reads = lambda: sum(1 for q in queries(attio) if "record_id" in (q.get("filter") or {}))  # noqa: E731
     before = reads()
     run("run")
     assert reads() == before + 1  # held for minutes: looked at again on this run

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from tests.attio_shapes import FakePerson, days, uid
-from tests.conftest import NOW, ledger_rows
+from tests.conftest import NOW, days, ledger_rows, uid
 
 
 def test_replay_resends_one_deals_transitions_with_the_same_ids(workspace, usermaven, run, env):
@@ -11,7 +10,7 @@ def test_replay_resends_one_deals_transitions_with_the_same_ids(workspace, userm
     first = [e for e in usermaven.events if e["event_attributes"]["deal_id"] == uid("d1")]
     assert len(first) == 2
     # the person's email is fixed in Attio, then the deal is replayed
-    workspace.people[uid("p1")].emails = ["jane.doe@acme.com"]
+    workspace.set_person_email(uid("p1"), "jane.doe@acme.com")
     usermaven.batches.clear()
     code, out, err = run("replay", uid("d1"))
     assert code == 0
@@ -36,8 +35,8 @@ def test_replay_of_a_held_deal_keeps_it_held(workspace, usermaven, run, env):
     assert code == 0
     assert usermaven.events == []
     assert [r["state"] for r in ledger_rows(env)] == ["held"]
-    workspace.people[uid("p9")] = FakePerson(uid("p9"), ["new@delta.io"])
-    workspace.deals[uid("d3")].people = [uid("p9")]
+    workspace.add_person("new@delta.io", record_id=uid("p9"))
+    workspace.set_deal_people(uid("d3"), [uid("p9")])
     assert run("replay", uid("d3"))[0] == 0
     assert [e["user"]["id"] for e in usermaven.events] == ["new@delta.io"]
 

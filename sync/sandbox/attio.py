@@ -73,17 +73,22 @@ class AttioSandbox(LoopbackServer):
         self.start()
         return self
 
-    def fail_next(self, n: int = 1, kind: str = "status", status: int = 503, endpoint: str | None = None) -> int:
+    def fail_next(
+        self, n: int = 1, kind: str = "status", status: int = 503, endpoint: str | None = None,
+        message: str | None = None,
+    ) -> int:
         """Inject exactly ``n`` faults into the next ``n`` API requests; return how many are pending.
 
         ``kind``: ``status`` (answer ``status``; 429 comes with Attio's body and an HTTP-date ``Retry-After``),
         ``timeout`` (answer after ``faults.timeout_seconds``, 30 s unless configured), ``drop`` (close the
         socket) or ``malformed`` (200, truncated JSON). ``endpoint`` (one of :data:`ENDPOINT_KINDS`, e.g.
-        ``records_query``) limits the faults to requests of that endpoint.
+        ``records_query``) limits the faults to requests of that endpoint. A status fault is answered as a
+        gateway would (HTML for 502 and above) unless ``message`` is given: then Attio itself answers, in its
+        error shape with that message.
         """
         if endpoint is not None and endpoint not in ENDPOINT_KINDS:
             raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {ENDPOINT_KINDS}")
-        return self._faults.queue(n, kind, status, endpoint)
+        return self._faults.queue(n, kind, status, endpoint, message)
 
     def fail_history(self, item_id: str, n: int = 1, status: int = 400) -> None:
         """Refuse the next ``n`` value (history) reads of one record or entry with ``status``."""
@@ -165,7 +170,10 @@ class AttioSandbox(LoopbackServer):
         if fault is not None:
             with self._stats_lock:
                 self._faults_injected += 1
-        return self._apply_fault(fault, lambda: self._answer(request, kind, params), self._fault_reply)
+        message = fault.message if fault else None
+        return self._apply_fault(
+            fault, lambda: self._answer(request, kind, params), lambda status: self._fault_reply(status, message)
+        )
 
     def _rate_limited_reply(self) -> Reply | None:
         if self.rate_limit is None:
@@ -189,9 +197,11 @@ class AttioSandbox(LoopbackServer):
             "Rate limit exceeded, please try again later.", {"Retry-After": retry_after},
         )
 
-    def _fault_reply(self, status: int) -> Reply:
+    def _fault_reply(self, status: int, message: str | None = None) -> Reply:
         if status == 429:
             return self._too_many_requests()
+        if message is not None:
+            return attio_error(status, "api_error", "unavailable" if status == 503 else "internal_error", message)
         if status >= 502:
             # Gateways answer with HTML, not Attio's JSON: clients must not trust error bodies.
             page = f"<html><body><h1>{status} Service Unavailable</h1></body></html>".encode()
@@ -246,7 +256,7 @@ class AttioSandbox(LoopbackServer):
                 return json_reply(200, {"record_id": record_id})
             if route == ("POST", "/_sandbox/fail_next"):
                 pending = self.fail_next(int(body.get("n", 1)), body.get("kind", "status"),
-                                         int(body.get("status", 503)), body.get("endpoint"))
+                                         int(body.get("status", 503)), body.get("endpoint"), body.get("message"))
                 return json_reply(200, {"pending": pending})
             if route == ("POST", "/_sandbox/fail_history"):
                 self.fail_history(_required(body, "id"), int(body.get("n", 1)), int(body.get("status", 400)))

@@ -47,6 +47,7 @@ class Fault:
 
     kind: str
     status: int = 503
+    message: str | None = None
 
 
 @dataclass
@@ -98,7 +99,7 @@ class _FaultPlan:
         self._targeted: dict[str, collections.deque[Fault]] = {}
         self._lock = threading.Lock()
 
-    def queue(self, n: int, kind: str, status: int, target: str | None = None) -> int:
+    def queue(self, n: int, kind: str, status: int, target: str | None = None, message: str | None = None) -> int:
         """Queue ``n`` faults for the next requests (only those of kind ``target`` if given)."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
@@ -106,7 +107,7 @@ class _FaultPlan:
             raise ValueError("n must be >= 0")
         with self._lock:
             queue = self._queue if target is None else self._targeted.setdefault(target, collections.deque())
-            queue.extend(Fault(kind, status) for _ in range(n))
+            queue.extend(Fault(kind, status, message) for _ in range(n))
             return self._pending()
 
     def pending(self) -> int:

@@ -4,6 +4,7 @@ faults, admin endpoints and the ``serve`` command."""
 import email.utils
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -489,7 +490,7 @@ def test_changed_since_query_over_ten_thousand_deals_pages_the_right_deals(http)
         assert response.json() == {"data": []}
 
 
-def test_serve_prints_one_json_line_and_stops_on_sigterm(tmp_path):
+def test_serve_prints_one_json_line_and_the_cli_exports_and_stops_on_sigterm(tmp_path):
     events_file = tmp_path / "events.jsonl"
     process = subprocess.Popen(
         [sys.executable, "-m", "sync.sandbox", "serve", "--deals", "40", "--seed", "3", "--rate-limit", "50",
@@ -503,6 +504,12 @@ def test_serve_prints_one_json_line_and_stops_on_sigterm(tmp_path):
         assert set(info) == {"attio_url", "attio_token", "usermaven_events_url", "usermaven_api_key",
                              "usermaven_server_token", "deals"}
         assert info["deals"] == 40
+        exports = dict(process.stdout.readline().strip().removeprefix("export ").split("=", 1) for _ in range(6))
+        assert exports == {
+            "ATTIO_BASE_URL": info["attio_url"], "ATTIO_API_KEY": info["attio_token"],
+            "USERMAVEN_EVENTS_URL": info["usermaven_events_url"], "USERMAVEN_API_KEY": info["usermaven_api_key"],
+            "USERMAVEN_SERVER_TOKEN": info["usermaven_server_token"], "USERMAVEN_SITE_URL": "https://sandbox.example",
+        }
         me = requests.get(f"{info['attio_url']}/v2/self",
                           headers={"Authorization": f"Bearer {info['attio_token']}"}, timeout=5)
         assert me.json()["active"] is True
@@ -531,3 +538,20 @@ def test_record_entries_lists_every_entry_of_a_record(attio, workspace):
     missing = requests.get(f"{attio.url}/v2/objects/deals/records/00000000-0000-4000-8000-000000000000/entries",
                            headers={"Authorization": f"Bearer {attio.token}"}, timeout=5)
     assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+
+
+def test_the_readmes_way_to_move_a_deal_moves_it(attio, workspace):
+    """README, "The sandbox and the demo": its two commands, a records query for an id and the move."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## The sandbox and the demo", 1)[1].split("\n## ", 1)[0]
+    [query] = re.findall(r"-d '(\{[^']*\})' \"\$ATTIO_BASE_URL(/v2/objects/deals/records/query)\"", section)
+    [move] = re.findall(r"-d '(\{[^']*\})' \"\$ATTIO_BASE_URL(/_sandbox/move)\"", section)
+    found = requests.post(f"{attio.url}{query[1]}", data=query[0].encode(), timeout=5,
+                          headers={"Authorization": f"Bearer {attio.token}", "Content-Type": "application/json"})
+    record_id = found.json()["data"][0]["id"]["record_id"]
+    body = move[0].replace("RECORD_ID", record_id)
+    moved = requests.post(f"{attio.url}{move[1]}", data=body.encode(), timeout=5,
+                          headers={"Content-Type": "application/json"})
+    assert moved.status_code == 200
+    assert workspace.deal(record_id).current("stage")[0].status.title == json.loads(body)["stage"]
+    assert workspace.expected_transitions()[-1].record_id == record_id

@@ -1,12 +1,14 @@
 """``python -m sync.sandbox serve``: run the Attio sandbox and the Usermaven collector in the foreground.
 
-Prints one JSON line with the URLs and credentials, then serves until SIGTERM or SIGINT.
+Prints one JSON line with the URLs and credentials, then the ``export NAME=value`` lines that point the CLI
+at the two servers, then serves until SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import sys
 import threading
@@ -35,6 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--stage-changes", nargs=2, type=int, metavar=("LOW", "HIGH"), default=None,
                        help="give every deal LOW..HIGH moves after its first stage (default: a realistic mix)")
     return parser
+
+
+SITE_URL = "https://sandbox.example"
+
+
+def cli_environment(attio: AttioSandbox, usermaven: UsermavenCollector) -> dict[str, str]:
+    """The settings that point ``attio-usermaven-sync`` at running sandbox servers."""
+    return {
+        "ATTIO_BASE_URL": attio.url or "",
+        "ATTIO_API_KEY": attio.token,
+        "USERMAVEN_EVENTS_URL": usermaven.events_url or "",
+        "USERMAVEN_API_KEY": usermaven.api_key,
+        "USERMAVEN_SERVER_TOKEN": usermaven.server_token,
+        "USERMAVEN_SITE_URL": SITE_URL,
+    }
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -67,7 +84,10 @@ def serve(args: argparse.Namespace) -> int:
                 "usermaven_api_key": usermaven.api_key,
                 "usermaven_server_token": usermaven.server_token,
                 "deals": len(workspace.deals.items),
-            }), flush=True)
+            }))
+            for name, value in cli_environment(attio, usermaven).items():
+                print(f"export {name}={shlex.quote(value)}")
+            sys.stdout.flush()
             while not stop.wait(0.5):
                 pass
         finally:

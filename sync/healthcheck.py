@@ -1,0 +1,79 @@
+"""Pings for an outside monitor (SYNC_HEALTHCHECK_URL): healthchecks.io and Cronitor learn that a run
+started and how it ended, so they can alert when runs stop or keep failing.
+
+healthchecks.io (and anything that speaks its protocol): `URL/start`, then `URL/<exit code>` — 0 is
+success, anything else a failure — with `?rid=<run id>` pairing the two. Cronitor (`cronitor.link`):
+`URL?state=run`, then `state=complete` or `state=fail&status_code=<exit code>`, paired by `series`.
+A ping that fails is logged once and never changes the run's outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlencode, urlsplit
+
+import requests
+
+from sync.redact import Redactor
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = 5.0  # seconds per ping: a monitor that is down must not hold up the run
+MAX_MESSAGE = 2000  # characters of the summary sent with the last ping (Cronitor's limit)
+
+
+def is_cronitor(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host == "cronitor.link" or host.endswith(".cronitor.link")
+
+
+class Healthcheck:
+    """Start and finish pings around one run. Every method returns whether the ping got a 2xx answer."""
+
+    def __init__(self, url: str, run_id: str, redactor: Redactor | None = None, timeout: float = TIMEOUT,
+                 session: requests.Session | None = None):
+        self.url = url.rstrip("/") if not is_cronitor(url) else url
+        self.run_id = run_id
+        # The ping URL is a credential of the monitor: mask it (the run's own secrets too), show only its host.
+        parts = urlsplit(url)
+        own = Redactor([url, self.url, *(part for part in (parts.path.strip("/"), parts.query) if len(part) > 1)])
+        self.redact = (lambda text: own(redactor(text))) if redactor else own
+        self.timeout = timeout
+        self.session = session or requests.Session()
+        self.shown = f"{urlsplit(url).scheme}://{urlsplit(url).netloc}"
+
+    def start(self) -> bool:
+        if is_cronitor(self.url):
+            return self._ping(self._cronitor({"state": "run"}))
+        return self._ping(f"{self.url}/start?{urlencode({'rid': self.run_id})}")
+
+    def finish(self, exit_code: int, message: str = "") -> bool:
+        """Success when `exit_code` is 0, failure with the code otherwise; `message` (redacted, trimmed)
+        becomes the ping's body or message."""
+        message = self.redact(message)[:MAX_MESSAGE]
+        if is_cronitor(self.url):
+            params = {"state": "complete" if exit_code == 0 else "fail", "status_code": str(exit_code)}
+            if message:
+                params["message"] = message
+            return self._ping(self._cronitor(params))
+        return self._ping(f"{self.url}/{exit_code}?{urlencode({'rid': self.run_id})}", body=message)
+
+    def _cronitor(self, params: dict[str, str]) -> str:
+        joiner = "&" if urlsplit(self.url).query else "?"
+        return f"{self.url}{joiner}{urlencode({**params, 'series': self.run_id})}"
+
+    def _ping(self, url: str, body: str = "") -> bool:
+        try:
+            if body:
+                response = self.session.post(url, data=body.encode(), timeout=self.timeout,
+                                             headers={"Content-Type": "text/plain; charset=utf-8"})
+            else:
+                response = self.session.get(url, timeout=self.timeout)
+        except Exception as exc:  # any failure: DNS, refused, timeout, a malformed URL
+            log.warning("healthcheck ping to %s failed (%s); the run goes on", self.shown,
+                        self.redact(f"{type(exc).__name__}: {exc}"))
+            return False
+        if not 200 <= response.status_code < 300:
+            log.warning("healthcheck ping to %s answered %d; the run goes on", self.shown, response.status_code)
+            return False
+        return True

@@ -1,0 +1,113 @@
+"""SYNC_HEALTHCHECK_URL: start and finish pings as healthchecks.io and Cronitor expect, against a real
+loopback server; a monitor that is down, slow or refusing never fails the run."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from sync.healthcheck import Healthcheck, is_cronitor
+from sync.redact import Redactor
+
+CHECK = "5f3b2c1a-0d9e-4c1b-9a77-1f2e3d4c5b6a"  # a ping key: as secret as the monitor
+
+
+class Monitor:
+    def __init__(self) -> None:
+        self.pings: list[tuple[str, str, dict[str, list[str]], str]] = []  # method, path, query, body
+        self.status = 200
+        self.delay = 0.0
+        monitor = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length).decode() if length else ""
+                parts = urlsplit(self.path)
+                monitor.pings.append((self.command, parts.path, parse_qs(parts.query), body))
+                time.sleep(monitor.delay)
+                self.send_response(monitor.status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"OK")
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def monitor() -> Iterator[Monitor]:
+    m = Monitor()
+    yield m
+    m.server.shutdown()
+    m.server.server_close()
+
+
+def test_healthchecks_io_start_then_success(monitor):
+    check = Healthcheck(f"{monitor.url}/{CHECK}/", run_id="r1")
+    assert check.start() and check.finish(0, "run: 3 event(s) sent")
+    assert [(m, p, q) for m, p, q, _ in monitor.pings] == [
+        ("GET", f"/{CHECK}/start", {"rid": ["r1"]}), ("POST", f"/{CHECK}/0", {"rid": ["r1"]})]
+    assert monitor.pings[1][3] == "run: 3 event(s) sent"
+
+
+def test_healthchecks_io_failure_carries_the_exit_code(monitor):
+    check = Healthcheck(f"{monitor.url}/{CHECK}", run_id="r2")
+    assert check.finish(1)
+    assert [(m, p) for m, p, _, _ in monitor.pings] == [("GET", f"/{CHECK}/1")]
+
+
+def test_cronitor_run_complete_and_fail_with_status_code(monitor, monkeypatch):
+    monkeypatch.setattr("sync.healthcheck.is_cronitor", lambda url: True)
+    check = Healthcheck(f"{monitor.url}/p/KEY/attio-sync", run_id="r3")
+    assert check.start() and check.finish(0) and check.finish(75, "locked")
+    states = [(p, q) for _, p, q, _ in monitor.pings]
+    assert states == [
+        ("/p/KEY/attio-sync", {"state": ["run"], "series": ["r3"]}),
+        ("/p/KEY/attio-sync", {"state": ["complete"], "status_code": ["0"], "series": ["r3"]}),
+        ("/p/KEY/attio-sync", {"state": ["fail"], "status_code": ["75"], "message": ["locked"], "series": ["r3"]}),
+    ]
+
+
+def test_cronitor_is_recognised_by_its_host():
+    assert is_cronitor("https://cronitor.link/p/KEY/job") and not is_cronitor("https://hc-ping.com/uuid")
+
+
+def test_the_message_is_redacted_before_it_leaves(monitor):
+    check = Healthcheck(f"{monitor.url}/{CHECK}", run_id="r4", redactor=Redactor(["um_key9f8e7d6c5b"]))
+    check.finish(1, "401 for token um_key9f8e7d6c5b")
+    assert monitor.pings[0][3] == "401 for token ***"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("case", ["refused", "error status", "slow", "malformed url"])
+def test_a_failed_ping_is_logged_without_the_url_and_never_raises(monitor, caplog, case):
+    url = {"refused": f"http://127.0.0.1:{_closed_port()}/{CHECK}", "malformed url": f"http//nowhere/{CHECK}"}.get(
+        case, f"{monitor.url}/{CHECK}")
+    monitor.status = 500 if case == "error status" else 200
+    monitor.delay = 1.0 if case == "slow" else 0.0
+    check = Healthcheck(url, run_id="r5", timeout=0.2)
+    caplog.set_level(logging.WARNING, logger="sync.healthcheck")
+    began = time.monotonic()
+    assert check.start() is False and check.finish(2, "boom") is False
+    assert time.monotonic() - began < 5
+    assert len(caplog.records) == 2 and all("the run goes on" in r.getMessage() for r in caplog.records)
+    assert CHECK not in caplog.text

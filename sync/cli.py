@@ -16,8 +16,10 @@ from dateutil.parser import isoparse
 from sync import __version__, commands
 from sync.config import Config, load_config
 from sync.demo import demo
+from sync.duration import parse_every
 from sync.errors import EXIT_INTERRUPTED, EXIT_OK, SyncError, UsageError
-from sync.redact import RedactingFilter, Redactor
+from sync.logformat import FORMATS, RunFields, make_handler
+from sync.redact import Redactor
 from sync.scheduler import run_every
 from sync.status import format_status, read_status
 
@@ -37,6 +39,13 @@ def parse_moment(text: str, option: str) -> datetime:
     return moment
 
 
+def _every(text: str) -> int:
+    try:
+        return parse_every(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dry-run", action="store_true",
@@ -46,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--config", type=Path, metavar="FILE", help="TOML file of settings (environment wins)")
     common.add_argument("-v", "--verbose", action="store_true", help="log every request")
     common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors, no progress bar")
+    common.add_argument("--log-format", choices=FORMATS, default="text",
+                        help="text (default: UTC time, level, message) or json (one object per line)")
 
     parser = argparse.ArgumentParser(
         prog="attio-usermaven-sync",
@@ -66,9 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("deal_id", metavar="DEAL_ID", help="the deal's Attio record id")
     replay.add_argument("--since", metavar="DATE", help="only transitions at or after this moment")
 
-    schedule = commands.add_parser("schedule", parents=[common], help="run the poll every N seconds (APScheduler)")
-    schedule.add_argument("--every", type=int, default=300, metavar="SECONDS",
-                          help="seconds between polls (default 300)")
+    schedule = commands.add_parser("schedule", parents=[common], help="run the poll every few minutes (APScheduler)")
+    schedule.add_argument("--every", type=_every, default="5m", metavar="DURATION",
+                          help="time between polls: 30s, 5m, 1h, 1h30m or seconds alone (default 5m, at least 10s)")
 
     demo = commands.add_parser("demo", parents=[common], help="try everything against a local sandbox")
     demo.add_argument("--keep", action="store_true", help="leave the sandbox servers running afterwards")
@@ -76,10 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(verbose: bool, quiet: bool, redactor: Redactor, stream: TextIO | None = None) -> None:
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    handler.addFilter(RedactingFilter(redactor))
+def setup_logging(verbose: bool, quiet: bool, redactor: Redactor, stream: TextIO | None = None,
+                  log_format: str = "text", command: str | None = None) -> None:
+    """Every line to stderr (or `stream`), secrets masked, with a UTC time and a level, as text or JSON."""
+    handler = make_handler(stream or sys.stderr, log_format, redactor, RunFields(command=command))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -95,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse: --help, --version, or a usage error (already explained, exit 2)
         return int(exc.code or 0)
-    setup_logging(args.verbose, args.quiet, Redactor())
+    setup_logging(args.verbose, args.quiet, Redactor(), log_format=args.log_format, command=args.command)
     try:
         return dispatch(args)
     except SyncError as exc:
@@ -111,7 +122,8 @@ def dispatch(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if args.command == "demo":
         return demo(args.deals, keep=args.keep, dry_run=args.dry_run, state=args.state, quiet=args.quiet)
     config = load_config(os.environ, args.config, args.state, need_credentials=args.command != "status")
-    setup_logging(args.verbose, args.quiet, Redactor(config.secrets))
+    setup_logging(args.verbose, args.quiet, Redactor(config.secrets), log_format=args.log_format,
+                  command=args.command)
     if args.command == "status":
         report = read_status(config.state_db)
         (out or sys.stdout).write(json.dumps(report, indent=2, ensure_ascii=False) + "\n" if args.json

@@ -3,6 +3,7 @@ was committed, record the run, and return a Report. The CLI, `schedule` and `dem
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sqlite3
@@ -32,6 +33,7 @@ from sync.errors import (
 )
 from sync.events import EventSettings
 from sync.lock import StateLock
+from sync.logformat import new_run_id, running
 from sync.models import Counts
 from sync.poll import poll, record_baseline
 from sync.redact import Redactor
@@ -160,6 +162,11 @@ def _locked_state(config: Config, dry_run: bool) -> Iterator[State]:
 
 
 def _execute(command: str, config: Config, dry_run: bool, out: TextIO | None, work: Work) -> Report:
+    with running(new_run_id(), command):
+        return _execute_run(command, config, dry_run, out, work)
+
+
+def _execute_run(command: str, config: Config, dry_run: bool, out: TextIO | None, work: Work) -> Report:
     redactor = Redactor(config.secrets)
     with _locked_state(config, dry_run) as state:
         attio = AttioClient(config.attio_base_url, config.attio_api_key, config.attio_max_rps, redactor,
@@ -208,7 +215,7 @@ def _execute(command: str, config: Config, dry_run: bool, out: TextIO | None, wo
                     seconds)
     if report.message:
         (log.info if code == EXIT_OK else log.error)("%s", report.message)
-    log.info("%s", summary_line(report, dry_run))
+    log.info("%s", summary_line(report, dry_run), extra={"counts": summary_counts(report)})
     return report
 
 
@@ -244,6 +251,13 @@ def _work(s: Services, tally: Tally, work: Work, dry_run: bool, out: TextIO) -> 
         log.warning("%d event(s) held until their deal has a person with an email or user id; "
                     "see `status`", counts["held"])
     return EXIT_OK, ""
+
+
+def summary_counts(report: Report) -> dict[str, int | float]:
+    """The numbers of the summary line, for `--log-format json`."""
+    return {**dataclasses.asdict(report.counts), "attio_requests": report.attio_requests,
+            "usermaven_requests": report.usermaven_requests, "exit_code": report.code,
+            "seconds": round(report.seconds, 3)}
 
 
 def summary_line(report: Report, dry_run: bool) -> str:

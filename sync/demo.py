@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -29,6 +30,14 @@ def demo(deals: int, keep: bool = False, dry_run: bool = False, state: Path | No
         # The generator's scripted deals (archived stage, re-opened, several people...) need room.
         raise UsageError(f"--deals must be from {MIN_DEALS} to {MAX_DEALS}, got {deals}")
     folder = Path(tempfile.mkdtemp(prefix="attio-usermaven-sync-demo-"))
+    try:
+        return _demo(deals, keep, dry_run, state, quiet, folder)
+    finally:
+        if not keep:  # the generated state and events are the demo's own: nothing to leave behind
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _demo(deals: int, keep: bool, dry_run: bool, state: Path | None, quiet: bool, folder: Path) -> int:
     state = state or folder / "sync.db"
     events_file = folder / "events.jsonl"
     began = time.monotonic()
@@ -56,7 +65,7 @@ def demo(deals: int, keep: bool = False, dry_run: bool = False, state: Path | No
         print("\n$ attio-usermaven-sync run", flush=True)
         codes.append(commands.run_poll(config, dry_run).code)
         _report(usermaven.unique_events(), usermaven.requests, attio.stats, state, events_file, dry_run,
-                time.monotonic() - began)
+                time.monotonic() - began, kept=keep or not state.is_relative_to(folder))
         if keep:
             print("\nThe sandbox is still up. In another shell:")
             for name, value in env.items():
@@ -86,7 +95,7 @@ def _move_some_deals(workspace: Workspace) -> list[tuple[str, str]]:
 
 
 def _report(events: list[dict], usermaven_requests: int, attio_stats: dict, state: Path, events_file: Path,
-            dry_run: bool, seconds: float) -> None:
+            dry_run: bool, seconds: float, kept: bool) -> None:
     stages = Counter(e["event_attributes"]["deal_stage"] for e in events)
     months = Counter(datetime.fromtimestamp(e["_timestamp"] / 1000, UTC).strftime("%Y-%m") for e in events)
     cases = Counter("Case 1 (app user id)" if e["user"]["id"] != e["user"].get("email") else "Case 2 (email)"
@@ -109,9 +118,11 @@ def _report(events: list[dict], usermaven_requests: int, attio_stats: dict, stat
     print(f"  Usermaven  {usermaven_requests:>6}")
     if dry_run:
         print("State database:   none written (dry run)")
-    else:
+    elif kept:
         print(f"State database:   {state}   (try: attio-usermaven-sync status --state {state})")
-    print(f"Received events:  {events_file}")
+    else:
+        print("State database:   removed at exit with the demo's folder (--keep keeps it)")
+    print(f"Received events:  {events_file}" if kept else "Received events:  removed at exit (--keep keeps them)")
     print(f"Took {seconds:.1f} s")
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -19,8 +20,9 @@ FORMATS = ("text", "json")
 
 
 def new_run_id() -> str:
-    """A short random id that ties together the lines of one run (and its healthcheck pings)."""
-    return uuid.uuid4().hex[:12]
+    """A random UUID that ties together the lines of one run and its healthcheck pings (healthchecks.io
+    wants a UUID)."""
+    return str(uuid.uuid4())
 
 
 def utc_time(record: logging.LogRecord) -> str:
@@ -59,16 +61,33 @@ class JsonFormatter(logging.Formatter):
 
 
 class RunFields(logging.Filter):
-    """Stamps every record with the run id and the command, whoever logged it."""
+    """Stamps every record with the run id and the command, whoever logged it (worker threads included):
+    the values given here, else those of the run in progress (see `running`)."""
 
     def __init__(self, run_id: str | None = None, command: str | None = None):
         super().__init__()
         self.run_id, self.command = run_id, command
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.run_id = self.run_id
-        record.command = self.command
+        record.run_id = self.run_id or _current["run_id"]
+        record.command = self.command or _current["command"]
         return True
+
+
+# The run in progress. A process runs one command at a time (`schedule` one tick at a time), and the
+# backfill's worker threads log too, so this is process-wide rather than a context variable.
+_current: dict[str, str | None] = {"run_id": None, "command": None}
+
+
+@contextmanager
+def running(run_id: str, command: str) -> Iterator[None]:
+    """Lines logged inside carry this run id and command."""
+    before = dict(_current)
+    _current.update(run_id=run_id, command=command)
+    try:
+        yield
+    finally:
+        _current.update(before)
 
 
 def make_handler(stream: TextIO, log_format: str, redactor: Redactor,

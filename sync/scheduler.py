@@ -4,40 +4,63 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from sync.errors import UsageError
+from sync.duration import MIN_EVERY, describe
+from sync.errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
 
 log = logging.getLogger(__name__)
+
+# What `schedule` exits with when asked to stop: Ctrl-C is an interruption (130, as for every command);
+# SIGTERM is how a service manager stops it in the ordinary way.
+EXIT_ON_SIGNAL = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_OK}
 
 
 def run_every(seconds: int, job: Callable[[], int]) -> int:
     """Run `job` now and then every `seconds`, one at a time (a late run is merged, never doubled), until
-    SIGINT or SIGTERM. Each run takes the state lock itself, so cron and this loop cannot overlap either."""
-    if seconds < 10:
-        raise UsageError("--every must be at least 10 seconds")
+    SIGINT or SIGTERM; a poll in progress then finishes before the loop returns. Each run takes the state
+    lock itself, so cron and this loop cannot overlap either. Returns the exit code for the signal."""
+    if seconds < MIN_EVERY:
+        raise UsageError(f"--every must be at least {MIN_EVERY} seconds")
     scheduler = BlockingScheduler(timezone="UTC")
     if log.getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # its job-start lines, every tick
+    idle = threading.Event()
+    idle.set()
+    received: list[int] = []
 
     def tick() -> None:
-        code = job()
-        if code:
-            log.warning("this poll ended with exit code %d; the next one runs in %d s", code, seconds)
+        idle.clear()
+        try:
+            code = job()
+        finally:
+            idle.set()
+        poll_job = scheduler.get_job("poll") if not received else None
+        upcoming = f"; next poll at {poll_job.next_run_time:%Y-%m-%d %H:%M:%S} UTC" if poll_job else ""
+        log.info("poll ended with exit code %d%s", code, upcoming)
 
     scheduler.add_job(tick, IntervalTrigger(seconds=seconds), id="poll", max_instances=1, coalesce=True,
                       misfire_grace_time=seconds, next_run_time=datetime.now(UTC))
 
     def stop(signum: int, frame: object) -> None:
-        log.info("stopping the schedule (signal %d)", signum)
-        scheduler.shutdown(wait=False)
+        first = not received
+        received.append(signum)
+        if first:
+            busy = "; the poll in progress finishes first" if not idle.is_set() else ""
+            log.info("stopping the schedule (%s)%s", signal.Signals(signum).name, busy)
+            scheduler.shutdown(wait=False)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    log.info("polling every %d s; SIGTERM or Ctrl-C stops", seconds)
-    scheduler.start()
-    return 0
+    previous = {sig: signal.signal(sig, stop) for sig in EXIT_ON_SIGNAL}
+    try:
+        log.info("polling every %s; SIGTERM or Ctrl-C stops", describe(seconds))
+        scheduler.start()
+        idle.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return EXIT_ON_SIGNAL[signal.Signals(received[0])] if received else EXIT_OK

@@ -248,17 +248,48 @@ def test_list_pipeline_backfill_poll_and_replay(sandbox):
     assert {e["event_id"] for e in replayed} <= {e["event_id"] for e in s.usermaven.events[:sent_before]}
 
 
+def _wait_for(condition, seconds: float = 30) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not condition():
+        time.sleep(0.05)
+
+
 def test_schedule_polls_at_once_then_stops_cleanly_on_sigterm(sandbox):
     s = sandbox
-    process = s.popen("schedule", "--every", "10")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (s.state.exists() and _runs(s.state)):
-        time.sleep(0.1)
+    process = s.popen("schedule", "--every", "10s")
+    _wait_for(lambda: s.state.exists() and _runs(s.state))
+    time.sleep(0.3)  # the tick's last line, with the next poll's time, comes after the run is recorded
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
-    assert "polling every 10 s" in err and "baseline recorded for 120 deals" in err
+    assert "polling every 10s" in err and "baseline recorded for 120 deals" in err
+    assert re.search(r"poll ended with exit code 0; next poll at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", err)
+    assert "stopping the schedule (SIGTERM)" in err
     assert [r[0] for r in _runs(s.state)] == ["run"]
+
+
+def test_schedule_stopped_by_ctrl_c_mid_poll_finishes_the_poll_and_exits_130(sandbox):
+    s = sandbox
+    s.attio.latency = 0.2  # a poll of several requests: long enough to be stopped half way
+    process = s.popen("schedule", "--every", "1h")
+    _wait_for(lambda: s.state.exists() and _started_runs(s.state))
+    assert not _runs(s.state), "the poll finished before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "stopping the schedule (SIGINT); the poll in progress finishes first" in err
+    assert _runs(s.state) == [("run", 0)]
+    assert "Traceback" not in err
+
+
+def _started_runs(state: Path) -> list[tuple]:
+    conn = sqlite3.connect(state)
+    try:
+        return conn.execute("select command from runs").fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        conn.close()
 
 
 def _runs(state: Path) -> list[tuple]:

@@ -6,10 +6,11 @@ import io
 import json
 import logging
 import re
+import uuid
 
 import pytest
 
-from sync.logformat import RunFields, make_handler, new_run_id
+from sync.logformat import RunFields, make_handler, new_run_id, running
 from sync.redact import Redactor
 
 SECRET = "attio_secret_a1b2c3d4e5"
@@ -72,5 +73,16 @@ def test_unknown_format_is_refused():
         make_handler(io.StringIO(), "xml", Redactor())
 
 
-def test_run_ids_differ():
-    assert len({new_run_id() for _ in range(100)}) == 100
+def test_run_ids_are_distinct_uuids():
+    ids = {new_run_id() for _ in range(100)}
+    assert len(ids) == 100 and all(uuid.UUID(i) for i in ids)
+
+
+def test_lines_inside_a_run_carry_its_id_and_command_and_lines_after_it_do_not(logger):
+    stream = _capture(logger, "json")
+    with running("r-1", "backfill"):
+        logger.info("inside")
+    logger.info("after")
+    inside, after = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert (inside["run_id"], inside["command"]) == ("r-1", "backfill")
+    assert "run_id" not in after and "command" not in after

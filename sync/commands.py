@@ -28,10 +28,13 @@ from sync.errors import (
     AttioError,
     AttioNotFound,
     DeliveryStopped,
+    LockHeld,
     SetupError,
     StateError,
+    SyncError,
 )
 from sync.events import EventSettings
+from sync.healthcheck import Healthcheck
 from sync.lock import StateLock
 from sync.logformat import new_run_id, running
 from sync.models import Counts
@@ -162,13 +165,34 @@ def _locked_state(config: Config, dry_run: bool) -> Iterator[State]:
 
 
 def _execute(command: str, config: Config, dry_run: bool, out: TextIO | None, work: Work) -> Report:
-    with running(new_run_id(), command):
-        return _execute_run(command, config, dry_run, out, work)
+    run_id = new_run_id()
+    with running(run_id, command):
+        if dry_run or not config.healthcheck_url:
+            return _execute_run(command, config, dry_run, out, work)
+        return _pinged(Healthcheck(config.healthcheck_url, run_id, Redactor(config.secrets)), command, config,
+                       out, work)
 
 
-def _execute_run(command: str, config: Config, dry_run: bool, out: TextIO | None, work: Work) -> Report:
+def _pinged(check: Healthcheck, command: str, config: Config, out: TextIO | None, work: Work) -> Report:
+    """The run between a start ping and a finish ping with its exit code. A run skipped because another holds
+    the lock pings nothing: the monitor alerts only if no run completes in its period."""
+    try:
+        report = _execute_run(command, config, False, out, work, on_start=check.start)
+    except LockHeld:
+        raise
+    except SyncError as exc:  # the state could not be opened: a failure the monitor should see
+        check.finish(exc.exit_code, str(exc))
+        raise
+    check.finish(report.code, report.message or summary_line(report, False))
+    return report
+
+
+def _execute_run(command: str, config: Config, dry_run: bool, out: TextIO | None, work: Work,
+                 on_start: Callable[[], object] | None = None) -> Report:
     redactor = Redactor(config.secrets)
     with _locked_state(config, dry_run) as state:
+        if on_start is not None:
+            on_start()
         attio = AttioClient(config.attio_base_url, config.attio_api_key, config.attio_max_rps, redactor,
                             config.http_timeout)
         usermaven = UsermavenClient(config.usermaven_events_url, config.usermaven_api_key,

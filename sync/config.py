@@ -36,6 +36,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SYNC_STATE_DB", "state/sync.db"),
     Setting("SYNC_OVERLAP_SECONDS", "300"),
     Setting("SYNC_HTTP_TIMEOUT", "60"),
+    Setting("SYNC_HEALTHCHECK_URL", None, secret=True),
 )
 NAMES = {s.name for s in SETTINGS}
 
@@ -58,12 +59,17 @@ class Config:
     state_db: Path
     overlap_seconds: int
     http_timeout: float
+    healthcheck_url: str | None = None
 
     @property
     def secrets(self) -> list[str]:
         """Values that must never appear in output, logs, errors or the database."""
         token = f"{self.usermaven_api_key}.{self.usermaven_server_token}"
-        return [s for s in (token, self.attio_api_key, self.usermaven_api_key, self.usermaven_server_token) if s]
+        # The healthcheck URL carries the monitor's key in its path (anyone holding it can ping), and a
+        # request log shows the path alone.
+        ping_path = urlparse(self.healthcheck_url).path.strip("/") if self.healthcheck_url else ""
+        return [s for s in (token, self.attio_api_key, self.usermaven_api_key, self.usermaven_server_token,
+                            self.healthcheck_url, ping_path if len(ping_path) > 1 else "") if s]
 
 
 def _read_file(path: Path, problems: list[str]) -> dict[str, str]:
@@ -147,6 +153,10 @@ def load_config(
     concurrency = _number("ATTIO_CONCURRENCY", raw["ATTIO_CONCURRENCY"] or "", problems, int, 1, 32)
     overlap = _number("SYNC_OVERLAP_SECONDS", raw["SYNC_OVERLAP_SECONDS"] or "", problems, int, 0, 86_400)
     timeout = _number("SYNC_HTTP_TIMEOUT", raw["SYNC_HTTP_TIMEOUT"] or "", problems, float, 1, 600)
+    healthcheck = raw["SYNC_HEALTHCHECK_URL"]
+    if healthcheck and (urlparse(healthcheck).scheme not in ("http", "https") or not urlparse(healthcheck).netloc):
+        problems.append("SYNC_HEALTHCHECK_URL must be an http(s) URL such as https://hc-ping.com/<uuid> "
+                        "(its value is not shown: it holds the monitor's key)")
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -166,4 +176,5 @@ def load_config(
         state_db=state_override or Path(raw["SYNC_STATE_DB"] or "state/sync.db"),
         overlap_seconds=int(overlap),
         http_timeout=float(timeout),
+        healthcheck_url=healthcheck.rstrip("/") if healthcheck else None,
     )

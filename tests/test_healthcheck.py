@@ -111,3 +111,53 @@ def test_a_failed_ping_is_logged_without_the_url_and_never_raises(monitor, caplo
     assert time.monotonic() - began < 5
     assert len(caplog.records) == 2 and all("the run goes on" in r.getMessage() for r in caplog.records)
     assert CHECK not in caplog.text
+
+
+# -- around real runs of the CLI against the sandbox --
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    from sync.sandbox import AttioSandbox, UsermavenCollector, Workspace
+    from tests.test_integration import Setup
+
+    workspace = Workspace.generate(seed=2, deals=30)
+    with AttioSandbox(workspace) as attio, UsermavenCollector() as usermaven:
+        yield Setup(workspace, attio, usermaven, tmp_path / "state" / "sync.db")
+
+
+def test_runs_ping_start_and_their_exit_code_and_never_show_the_url(sandbox, monitor):
+    s, url = sandbox, f"{monitor.url}/{CHECK}"
+    first = s.cli("run", SYNC_HEALTHCHECK_URL=url)
+    assert first.returncode == 0, first.stderr
+    s.workspace.move_deal(s.workspace.deal_ids()[0], "Won 🎉")
+    refused = s.cli("run", "-v", SYNC_HEALTHCHECK_URL=url, USERMAVEN_SERVER_TOKEN="wrong-token")
+    assert refused.returncode == 1, refused.stderr
+    pings = [(path, query["rid"][0]) for _, path, query, _ in monitor.pings]
+    assert [p for p, _ in pings] == [f"/{CHECK}/start", f"/{CHECK}/0", f"/{CHECK}/start", f"/{CHECK}/1"]
+    assert pings[0][1] == pings[1][1] != pings[2][1] == pings[3][1]  # one run id per run, a UUID
+    assert "check USERMAVEN_API_KEY and USERMAVEN_SERVER_TOKEN" in monitor.pings[3][3]
+    assert "baseline recorded for 30 deals" in monitor.pings[1][3]
+    for result in (first, refused):
+        assert CHECK not in result.stderr
+
+
+def test_a_monitor_that_is_down_does_not_fail_the_run(sandbox):
+    result = sandbox.cli("run", SYNC_HEALTHCHECK_URL=f"http://127.0.0.1:{_closed_port()}/{CHECK}")
+    assert result.returncode == 0, result.stderr
+    assert "healthcheck ping to http://127.0.0.1" in result.stderr and CHECK not in result.stderr
+
+
+def test_a_run_skipped_for_the_lock_pings_nothing(sandbox, monitor):
+    from sync.lock import StateLock
+
+    sandbox.state.parent.mkdir(parents=True)
+    with StateLock(sandbox.state):
+        result = sandbox.cli("run", SYNC_HEALTHCHECK_URL=f"{monitor.url}/{CHECK}")
+    assert result.returncode == 75 and monitor.pings == []
+
+
+def test_a_malformed_healthcheck_url_is_a_configuration_error_that_does_not_echo_it(sandbox):
+    result = sandbox.cli("run", SYNC_HEALTHCHECK_URL=f"hc-ping.com/{CHECK}")
+    assert result.returncode == 2 and "SYNC_HEALTHCHECK_URL must be an http(s) URL" in result.stderr
+    assert CHECK not in result.stderr

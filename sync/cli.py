@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
@@ -16,12 +16,12 @@ from dateutil.parser import isoparse
 from sync import __version__, commands
 from sync.config import Config, load_config
 from sync.demo import demo
-from sync.duration import parse_every
+from sync.duration import parse_duration, parse_every
 from sync.errors import EXIT_INTERRUPTED, EXIT_OK, SyncError, UsageError
 from sync.logformat import FORMATS, RunFields, make_handler
 from sync.redact import Redactor
 from sync.scheduler import run_every
-from sync.status import format_status, read_status
+from sync.status import check_health, format_status, read_status
 
 log = logging.getLogger("sync")
 
@@ -37,6 +37,13 @@ def parse_moment(text: str, option: str) -> datetime:
     if moment > datetime.now(UTC):
         raise UsageError(f"{option} {text} is in the future: give a moment in the past")
     return moment
+
+
+def _duration(text: str) -> int:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _every(text: str) -> int:
@@ -72,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", parents=[common], help="checkpoint, last runs and ledger counts")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--check", action="store_true",
+                        help="one line and a monitoring plugin's exit code: 0 OK, 1 WARNING, 2 CRITICAL")
+    status.add_argument("--max-age", type=_duration, default="15m", metavar="DURATION",
+                        help="with --check: CRITICAL when no run succeeded within this (default 15m)")
+    status.add_argument("--max-held", type=_duration, default="7d", metavar="DURATION",
+                        help="with --check: WARNING when an event has been held longer (default 7d)")
 
     replay = commands.add_parser("replay", parents=[common], help="send one deal's transitions again")
     replay.add_argument("deal_id", metavar="DEAL_ID", help="the deal's Attio record id")
@@ -124,6 +137,10 @@ def dispatch(args: argparse.Namespace, out: TextIO | None = None) -> int:
     config = load_config(os.environ, args.config, args.state, need_credentials=args.command != "status")
     setup_logging(args.verbose, args.quiet, Redactor(config.secrets), log_format=args.log_format,
                   command=args.command)
+    if args.command == "status" and args.check:
+        health = check_health(config.state_db, timedelta(seconds=args.max_age), timedelta(seconds=args.max_held))
+        (out or sys.stdout).write(health.line + "\n")
+        return health.code
     if args.command == "status":
         report = read_status(config.state_db)
         (out or sys.stdout).write(json.dumps(report, indent=2, ensure_ascii=False) + "\n" if args.json

@@ -271,10 +271,23 @@ def _work(s: Services, tally: Tally, work: Work, dry_run: bool, out: TextIO) -> 
                                   "pending for the next run")
     if tally.counts.failed:
         return EXIT_UNDELIVERED, f"{tally.counts.failed} event(s) failed; see `status`"
-    if counts["held"]:
-        log.warning("%d event(s) held until their deal has a person with an email or user id; "
-                    "see `status`", counts["held"])
+    report_standing_conditions(s.state, counts)
     return EXIT_OK, ""
+
+
+def report_standing_conditions(state: State, counts: dict[str, int], now: datetime | None = None) -> None:
+    """Events held and events failed stay so for many runs: say so when the number changes, and once a day."""
+    standing = {
+        "held": "%d event(s) held until their deal has a person with an email or user id; see `status`",
+        "failed": "%d event(s) failed and are not retried: fix the cause, then `replay` the deal; see `status`",
+    }
+    for name, text in standing.items():
+        count = counts[name]
+        if count == 0:
+            if state.notices.last(name) not in (None, "0") and state.notices.due(name, "0", now):
+                log.info("no events %s any more", name)
+        elif state.notices.due(name, str(count), now):
+            log.warning(text + " (said again daily, or when the number changes)", count)
 
 
 def summary_counts(report: Report) -> dict[str, int | float]:

@@ -1,12 +1,12 @@
-"""Intervals written the way people write them: `30s`, `5m`, `1h`, `1h30m`, or bare seconds."""
+"""Intervals written the way people write them: `30s`, `5m`, `1h`, `1h30m`, `7d`, or bare seconds."""
 
 from __future__ import annotations
 
 import re
 
-UNITS = {"s": 1, "m": 60, "h": 3600}
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 MIN_EVERY = 10  # seconds: a shorter poll interval only queues runs behind the lock
-_PART = re.compile(r"(\d+)([smh])")
+_PART = re.compile(r"(\d+)([smhd])")
 
 
 def parse_duration(text: str) -> int:
@@ -33,7 +33,7 @@ def describe(seconds: int) -> str:
     if seconds == 0:
         return "0s"
     out = []
-    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)):
         if seconds >= size:
             out.append(f"{seconds // size}{unit}")
             seconds %= size

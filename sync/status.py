@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sync.duration import describe
 from sync.errors import StateError
 from sync.state import open_state
 
@@ -70,3 +73,61 @@ def format_status(report: dict[str, Any]) -> str:
     if not report["runs"]:
         lines.append("  none")
     return "\n".join(lines)
+
+
+# `status --check`, for Nagios, Icinga, Zabbix or a shell `||`: the plugin convention of exit codes.
+CHECK_OK, CHECK_WARNING, CHECK_CRITICAL = 0, 1, 2
+CHECK_NAMES = {CHECK_OK: "OK", CHECK_WARNING: "WARNING", CHECK_CRITICAL: "CRITICAL"}
+
+
+@dataclass(frozen=True)
+class Health:
+    code: int
+    line: str
+
+
+def check_health(state_path: Path, max_age: timedelta, max_held: timedelta, now: datetime | None = None) -> Health:
+    """One line and a plugin exit code: CRITICAL when no run has succeeded within `max_age` (or ever), or
+    events have failed; WARNING when an event has been held longer than `max_held`; else OK."""
+    now = now or datetime.now(UTC)
+    try:
+        if not state_path.exists():
+            raise StateError(f"no state database at {state_path}")
+        state = open_state(state_path, dry_run=True)
+    except (StateError, sqlite3.Error) as exc:
+        return Health(CHECK_CRITICAL, f"CRITICAL - {exc}")
+    try:
+        last_success = state.runs.last_success()
+        counts = state.ledger.counts()
+        oldest_held = state.ledger.oldest_held()
+    finally:
+        state.close()
+    problems: list[tuple[int, str]] = []
+    if last_success is None:
+        problems.append((CHECK_CRITICAL, "no run has succeeded yet"))
+    elif now - _parse(last_success) > max_age:
+        problems.append((CHECK_CRITICAL, f"last successful run {_ago(now - _parse(last_success))} ago "
+                                         f"(more than {describe(int(max_age.total_seconds()))})"))
+    if counts["failed"]:
+        problems.append((CHECK_CRITICAL, f"{counts['failed']} event(s) failed (see `status`, then `replay` the deal)"))
+    if oldest_held and now - _parse(oldest_held) > max_held:
+        problems.append((CHECK_WARNING, f"{counts['held']} event(s) held, the oldest for "
+                                        f"{_ago(now - _parse(oldest_held))} (more than "
+                                        f"{describe(int(max_held.total_seconds()))})"))
+    if not problems:
+        ran = _ago(now - _parse(last_success)) if last_success else "?"
+        return Health(CHECK_OK, f"OK - last successful run {ran} ago; {counts['pending']} pending, "
+                                f"{counts['held']} held, 0 failed")
+    code = max(c for c, _ in problems)
+    return Health(code, f"{CHECK_NAMES[code]} - " + "; ".join(text for _, text in problems))
+
+
+def _parse(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def _ago(delta: timedelta) -> str:
+    seconds = max(0, int(delta.total_seconds()))
+    if seconds >= 86_400:
+        return f"{seconds // 86_400}d{(seconds % 86_400) // 3600}h"
+    return describe(seconds - seconds % 60 if seconds >= 3600 else seconds)

@@ -8,7 +8,7 @@ from sync.duration import describe, parse_duration, parse_every
 
 
 @pytest.mark.parametrize("text, seconds", [("30s", 30), ("5m", 300), ("1h", 3600), ("1h30m", 5400),
-                                           ("300", 300), (" 10S ", 10), ("2m5s", 125)])
+                                           ("300", 300), (" 10S ", 10), ("2m5s", 125), ("7d", 604_800)])
 def test_durations_in_seconds_minutes_and_hours(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -25,7 +25,8 @@ def test_every_is_at_least_ten_seconds():
         parse_every("9s")
 
 
-@pytest.mark.parametrize("seconds, text", [(300, "5m"), (90, "1m30s"), (3600, "1h"), (10, "10s"), (0, "0s")])
+@pytest.mark.parametrize("seconds, text", [(300, "5m"), (90, "1m30s"), (3600, "1h"), (10, "10s"), (0, "0s"),
+                                           (90_000, "1d1h")])
 def test_describe_writes_durations_back(seconds, text):
     assert describe(seconds) == text
     assert parse_duration(text) == seconds

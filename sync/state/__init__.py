@@ -13,6 +13,7 @@ from sqlite_utils import Database
 from sync.state.backfills import Backfills
 from sync.state.checkpoints import Checkpoints
 from sync.state.ledger import Ledger
+from sync.state.notices import Notices
 from sync.state.runs import Runs
 from sync.state.schema import migrations
 from sync.state.snapshot import Snapshot
@@ -29,6 +30,7 @@ class State:
         self.checkpoints = Checkpoints(db)
         self.runs = Runs(db)
         self.backfills = Backfills(db)
+        self.notices = Notices(db)
 
     def atomic(self) -> AbstractContextManager[Database]:
         return self.db.atomic()

@@ -131,3 +131,7 @@ class Ledger:
         return list(self.db.query(
             "select last_error, count(*) as count from ledger where state = ? and last_error is not null "
             "group by last_error", [PENDING]))
+
+    def oldest_held(self) -> str | None:
+        """When the event held longest was recorded."""
+        return self.db.execute("select min(detected_at) from ledger where state = ?", [HELD]).fetchone()[0]

@@ -22,3 +22,10 @@ class Runs:
 
     def last(self, limit: int = 10) -> list[dict]:
         return list(self.db.query("select * from runs order by id desc limit ?", [limit]))
+
+    def last_success(self, commands: tuple[str, ...] = ("run", "backfill")) -> str | None:
+        """When the last run of these commands that ended with exit code 0 finished."""
+        row = self.db.execute(
+            f"select max(finished_at) from runs where exit_code = 0 and command in ({','.join('?' * len(commands))})",
+            list(commands)).fetchone()
+        return row[0] if row else None

@@ -45,3 +45,9 @@ def m001_initial(db: Database) -> None:
 def m002_held_checked_at(db: Database) -> None:
     """When a held event's person was last looked at: old held events are re-checked hourly, not every run."""
     db.table("ledger").add_column("checked_at", str)
+
+
+@migrations()
+def m003_notices(db: Database) -> None:
+    """Standing conditions last reported (events held, events failed): reported once a day or on a change."""
+    db.table("notices").create({"name": str, "value": str, "reported_at": str}, pk="name")

@@ -14,10 +14,11 @@ from typing import TextIO
 from dateutil.parser import isoparse
 
 from sync import __version__, commands
+from sync.check import SetupReport
 from sync.config import Config, load_config
 from sync.demo import demo
 from sync.duration import parse_duration, parse_every
-from sync.errors import EXIT_INTERRUPTED, EXIT_OK, SyncError, UsageError
+from sync.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, SyncError, UsageError
 from sync.logformat import FORMATS, RunFields, make_handler
 from sync.redact import Redactor
 from sync.scheduler import run_every
@@ -94,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--every", type=_every, default="5m", metavar="DURATION",
                           help="time between polls: 30s, 5m, 1h, 1h30m or seconds alone (default 5m, at least 10s)")
 
+    check = commands.add_parser("check", parents=[common],
+                                help="check the configuration before the first run; send a test event")
+    check.add_argument("--send-test-event", action="store_true",
+                       help="then send one test event dated --at, to see where Usermaven places it")
+    check.add_argument("--at", metavar="DATE", help="with --send-test-event: the event's time (default: a day ago)")
+    check.add_argument("--resend", action="store_true",
+                       help="with --send-test-event: send the last test event again, with the same id")
+
     demo = commands.add_parser("demo", parents=[common], help="try everything against a local sandbox")
     demo.add_argument("--keep", action="store_true", help="leave the sandbox servers running afterwards")
     demo.add_argument("--deals", type=int, default=300, help="deals in the generated workspace (default 300)")
@@ -146,6 +155,8 @@ def dispatch(args: argparse.Namespace, out: TextIO | None = None) -> int:
         (out or sys.stdout).write(json.dumps(report, indent=2, ensure_ascii=False) + "\n" if args.json
                                   else format_status(report) + "\n")
         return EXIT_OK
+    if args.command == "check":
+        return check_command(args, config, out or sys.stdout)
     if args.command == "schedule":
         return run_every(args.every, lambda: commands.run_poll(config, args.dry_run, out).code)
     return run_command(args, config, out)
@@ -167,3 +178,58 @@ def run_command(args: argparse.Namespace, config: Config, out: TextIO | None = N
         raise UsageError("--until must be after --since")
     progress = sys.stderr.isatty() and not args.quiet
     return commands.run_backfill(config, since, until, args.dry_run, out, progress).code
+
+
+def check_command(args: argparse.Namespace, config: Config, out: TextIO) -> int:
+    """`check [--send-test-event [--at DATE] [--resend]]`: the report, then the canary if asked and all is well."""
+    if (args.at or args.resend) and not args.send_test_event:
+        raise UsageError("--at and --resend go with --send-test-event")
+    at = parse_moment(args.at, "--at") if args.at else None
+    report = commands.check_configuration(config)
+    out.write(format_setup_report(report, config) + "\n")
+    if not report.ok:
+        return EXIT_USAGE
+    if args.send_test_event:
+        out.write(format_canary(commands.send_test_event(config, at, args.resend), config) + "\n")
+    return EXIT_OK
+
+
+def format_setup_report(report: SetupReport, config: Config) -> str:
+    width = max((len(f.what) for f in report.findings), default=0)
+    lines = [f"  {'ok  ' if f.ok else 'FAIL'}  {f.what:<{width}}  {f.detail}" for f in report.findings]
+    if report.stages:
+        target = config.attio_list or config.attio_object
+        lines.append(f"Stages of {target}.{config.attio_stage_attribute} (status id, then the title as "
+                     "deal_stage and previous_stage will show it):")
+        lines += [f"  {s.status_id}  {s.title}{'  (archived)' if s.archived else ''}" for s in report.stages]
+    failed = sum(not f.ok for f in report.findings)
+    lines.append(f"All {len(report.findings)} checks passed." if not failed else
+                 f"{failed} of {len(report.findings)} checks failed: fix what they say, then run "
+                 "`attio-usermaven-sync check` again.")
+    return "\n".join(lines)
+
+
+def format_canary(canary: commands.CanaryReport, config: Config) -> str:
+    event = canary.event
+    when = datetime.fromtimestamp(event["_timestamp"] / 1000, UTC)
+    sent = event["event_attributes"]["sent_at"].replace("T", " ").replace("Z", " UTC")
+    endpoint = config.usermaven_events_url
+    if canary.sends == 1:
+        return "\n".join([
+            f"Sent one test event to {endpoint}; Usermaven accepted it (it stores events within minutes).",
+            f"  event type  {event['event_type']!r}    event id  {event['event_id']}",
+            f"  user id     {event['user']['id']!r}    _timestamp  {when:%Y-%m-%d %H:%M:%S} UTC",
+            f"Where to look: in Usermaven, the custom event {event['event_type']!r} (e.g. the events of the user "
+            f"{event['user']['id']!r}), on {when:%Y-%m-%d}.",
+            f"What to expect: one event at {when:%Y-%m-%d %H:%M} UTC, the time of --at, not {sent}, the time it "
+            "was sent. If it shows at the time it was sent, Usermaven ignores _timestamp: a backfill would put "
+            "every past stage change on the day it runs, so do not backfill.",
+            "Then run `attio-usermaven-sync check --send-test-event --resend`: it sends the same event id again, "
+            "and Usermaven should still show one event (it collapses events with the same id, eventually). Two "
+            "mean a replay after a fix would count a conversion twice.",
+        ])
+    return "\n".join([
+        f"Sent the test event {event['event_id']} again (sent {canary.sends} times now); Usermaven accepted it.",
+        f"What to expect: still one {event['event_type']!r} event at {when:%Y-%m-%d %H:%M} UTC once Usermaven has "
+        "merged them (allow it some time); one per send means Usermaven does not deduplicate event ids.",
+    ])

@@ -12,11 +12,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 from sync.attio import AttioClient
 from sync.backfill import backfill
+from sync.check import SetupReport, canary_event, check_setup
 from sync.config import Config
 from sync.delivery import deliver, print_pending, release_held
 from sync.errors import (
@@ -32,6 +33,7 @@ from sync.errors import (
     SetupError,
     StateError,
     SyncError,
+    UsageError,
 )
 from sync.events import EventSettings
 from sync.healthcheck import Healthcheck
@@ -305,3 +307,38 @@ def summary_line(report: Report, dry_run: bool) -> str:
     return (f"{report.command}: {c.deals_read} deal(s) read, {c.transitions} new transition(s){replayed}, "
             f"{outcome}, {c.held} held, {c.failed} failed, {report.attio_requests} Attio request(s), "
             f"{report.usermaven_requests} Usermaven request(s), {report.seconds:.1f} s")
+
+
+def check_configuration(config: Config) -> SetupReport:
+    """`check`: the token, its scopes, the object or list, the stage attribute and its stages, the user id
+    attribute, the state path. Reads only; creates nothing."""
+    redactor = Redactor(config.secrets)
+    attio = AttioClient(config.attio_base_url, config.attio_api_key, config.attio_max_rps, redactor,
+                        config.http_timeout)
+    return check_setup(config, attio)
+
+
+@dataclass(frozen=True)
+class CanaryReport:
+    event: dict  # as sent, without api_key
+    sends: int  # how many times this event id has now been sent
+
+
+def send_test_event(config: Config, at: datetime | None, resend: bool) -> CanaryReport:
+    """`check --send-test-event`: one test event with `_timestamp` at `at`, or (`resend`) the last one again
+    with the same id. Raises a UsermavenError when Usermaven does not take it."""
+    redactor = Redactor(config.secrets)
+    with _locked_state(config, dry_run=False) as state:
+        if resend:
+            event = state.canaries.last()
+            if event is None:
+                raise UsageError(f"no test event was sent with the state at {config.state_db}: send one first with "
+                                 "`attio-usermaven-sync check --send-test-event`")
+            if at is not None:
+                raise UsageError("--resend sends the last test event as it was: it takes no --at")
+        else:
+            event = canary_event(config, at or datetime.now(UTC) - timedelta(days=1))
+        usermaven = UsermavenClient(config.usermaven_events_url, config.usermaven_api_key,
+                                    config.usermaven_server_token, redactor, config.http_timeout)
+        usermaven.send([{"api_key": config.usermaven_api_key, **event}])
+        return CanaryReport(event, state.canaries.record_send(event))

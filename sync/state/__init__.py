@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from sync.state.backfills import Backfills
+from sync.state.canaries import Canaries
 from sync.state.checkpoints import Checkpoints
 from sync.state.ledger import Ledger
 from sync.state.notices import Notices
@@ -31,6 +32,7 @@ class State:
         self.runs = Runs(db)
         self.backfills = Backfills(db)
         self.notices = Notices(db)
+        self.canaries = Canaries(db)
 
     def atomic(self) -> AbstractContextManager[Database]:
         return self.db.atomic()

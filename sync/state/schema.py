@@ -48,6 +48,9 @@ def m002_held_checked_at(db: Database) -> None:
 
 
 @migrations()
-def m003_notices(db: Database) -> None:
+def m003_notices_and_canaries(db: Database) -> None:
     """Standing conditions last reported (events held, events failed): reported once a day or on a change."""
     db.table("notices").create({"name": str, "value": str, "reported_at": str}, pk="name")
+    # Test events (`check --send-test-event`): what was sent, so that `--resend` sends the same id again.
+    db.table("canaries").create({"event_id": str, "payload": str, "sends": int, "last_sent_at": str},
+                                pk="event_id")

@@ -1,0 +1,155 @@
+"""`check`: before the first run, everything the configuration needs, one finding at a time, each failure
+saying what to fix; and the canary — one clearly named test event — before a long backfill."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sync.attio import AttioClient
+from sync.config import Config
+from sync.errors import AttioAuthError, AttioError, AttioNotFound
+
+TEST_EVENT_TYPE = "attio-usermaven-sync test"
+TEST_USER_ID = "attio-usermaven-sync-test"
+BASE_SCOPES = ("record_permission:read", "object_configuration:read", "user_management:read")
+LIST_SCOPES = ("list_entry:read", "list_configuration:read")
+
+
+@dataclass(frozen=True)
+class Finding:
+    ok: bool
+    what: str
+    detail: str  # what was found; on a failure, what to fix
+
+
+@dataclass(frozen=True)
+class Stage:
+    status_id: str
+    title: str  # as it will appear in the events' deal_stage
+    archived: bool
+
+
+@dataclass
+class SetupReport:
+    findings: list[Finding] = field(default_factory=list)
+    stages: list[Stage] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(f.ok for f in self.findings)
+
+    def add(self, ok: bool, what: str, detail: str) -> bool:
+        self.findings.append(Finding(ok, what, detail))
+        return ok
+
+
+def needed_scopes(config: Config) -> tuple[str, ...]:
+    """The Attio token scopes this configuration reads with."""
+    return BASE_SCOPES + (LIST_SCOPES if config.attio_list else ())
+
+
+def check_setup(config: Config, client: AttioClient) -> SetupReport:
+    """Every check, in the order a person fixes them; later checks are skipped when an earlier one makes
+    them meaningless (no token, no object)."""
+    report = SetupReport()
+    try:
+        _check_attio(config, client, report)
+    except AttioAuthError as exc:
+        report.add(False, "Attio token", f"{exc}: check ATTIO_API_KEY and the token's scopes")
+    except AttioError as exc:
+        report.add(False, "Attio", f"{exc}: check ATTIO_BASE_URL and the network")
+    report.findings.append(state_writable(config.state_db))
+    return report
+
+
+def _check_attio(config: Config, client: AttioClient, report: SetupReport) -> None:
+    info = client.get_one("/v2/self")
+    if not report.add(bool(info.get("active")), "Attio token",
+                      f"active, workspace {info.get('workspace_name')!r} ({info.get('workspace_slug') or '?'})"
+                      if info.get("active") else
+                      "Attio says ATTIO_API_KEY is not active: create a new access token (Workspace settings → "
+                      "Developers)"):
+        return
+    granted = set(str(info.get("scope") or "").split())
+    for scope in needed_scopes(config):
+        report.add(scope in granted, f"scope {scope}", "granted" if scope in granted else
+                   "not granted: edit the token's scopes in Attio (Workspace settings → Developers)")
+    if not _attribute_exists(client, report, "objects", config.attio_object, "ATTIO_OBJECT"):
+        return
+    target, identifier, setting = (("lists", config.attio_list, "ATTIO_LIST") if config.attio_list
+                                   else ("objects", config.attio_object, "ATTIO_OBJECT"))
+    if config.attio_list and not _attribute_exists(client, report, target, identifier, setting):
+        return
+    attributes = client.attributes(target, identifier)
+    wanted = config.attio_stage_attribute
+    found = [a for a in attributes if wanted in (a.get("api_slug"), a.get("id", {}).get("attribute_id"))]
+    statuses = sorted(a.get("api_slug", "?") for a in attributes if a.get("type") == "status")
+    if not found:
+        report.add(False, "stage attribute", f"ATTIO_STAGE_ATTRIBUTE {wanted!r} is not an attribute of "
+                   f"{identifier!r}: set it to one of its status attributes: {', '.join(statuses) or 'none'}")
+    elif found[0].get("type") != "status":
+        report.add(False, "stage attribute", f"{identifier}.{wanted} is of type {found[0].get('type')!r}, not "
+                   f"a status: set ATTIO_STAGE_ATTRIBUTE to one of {', '.join(statuses) or 'none'}")
+    else:
+        slug = found[0].get("api_slug") or wanted
+        report.add(True, "stage attribute", f"{identifier}.{slug} is a status attribute")
+        for status in client.statuses(target, identifier, slug):
+            report.stages.append(Stage(str(status.get("id", {}).get("status_id", "?")),
+                                       str(status.get("title", "")), bool(status.get("is_archived"))))
+        report.add(bool(report.stages), "stages", f"{len(report.stages)} stage(s)" if report.stages else
+                   f"{identifier}.{slug} has no stages: add them in Attio")
+    if config.attio_user_id_attribute:
+        people = client.attributes("objects", "people")
+        wanted = config.attio_user_id_attribute
+        has = any(wanted in (a.get("api_slug"), a.get("id", {}).get("attribute_id")) for a in people)
+        report.add(has, "user id attribute", f"people.{wanted} exists" if has else
+                   f"ATTIO_USER_ID_ATTRIBUTE {wanted!r} is not an attribute of people: set it to the slug of the "
+                   "attribute that holds your app's user id, or leave it unset to use emails")
+
+
+def _attribute_exists(client: AttioClient, report: SetupReport, target: str, identifier: str, setting: str) -> bool:
+    noun = target[:-1]
+    try:
+        client.attributes(target, identifier)
+    except AttioNotFound:
+        return report.add(False, setting, f"there is no {noun} {identifier!r} in this workspace: check {setting} "
+                          f"(its slug or id){' and that the Deals object is enabled' if identifier == 'deals' else ''}")
+    return report.add(True, setting, f"{noun} {identifier!r} exists")
+
+
+def state_writable(path: Path) -> Finding:
+    """Whether the state file (and its lock and journal beside it) can be created or written, creating nothing."""
+    what = "state"
+    if path.exists():
+        ok = os.access(path, os.R_OK | os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)
+        return Finding(ok, what, f"{path} exists and is writable" if ok else
+                       f"{path} (or its folder, for the lock and journal) is not writable by this user: run as "
+                       "the user that runs the schedule, or fix the owner")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    ok = parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)
+    return Finding(ok, what, f"{path} will be created by the first run" if ok else
+                   f"{path} cannot be created: {parent} is not writable by this user; set --state or SYNC_STATE_DB "
+                   "to a writable place")
+
+
+def canary_event(config: Config, at: datetime, event_id: str | None = None) -> dict:
+    """The canary: its own event type and user, a fresh id, `_timestamp` at `at`. Without `api_key`."""
+    return {
+        "event_type": TEST_EVENT_TYPE,
+        "event_id": event_id or str(uuid.uuid4()),
+        "_timestamp": int(at.timestamp() * 1000),
+        "url": config.usermaven_site_url,
+        "user": {"id": TEST_USER_ID},
+        "event_attributes": {
+            "source": "attio-usermaven-sync check --send-test-event",
+            "intended_time": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "sent_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "note": "a test of historical timestamps and event ids; safe to ignore",
+        },
+    }

@@ -161,3 +161,11 @@ def test_a_malformed_healthcheck_url_is_a_configuration_error_that_does_not_echo
     result = sandbox.cli("run", SYNC_HEALTHCHECK_URL=f"hc-ping.com/{CHECK}")
     assert result.returncode == 2 and "SYNC_HEALTHCHECK_URL must be an http(s) URL" in result.stderr
     assert CHECK not in result.stderr
+
+
+def test_only_the_poll_pings_not_a_backfill_or_replay_by_hand(sandbox, monitor):
+    url = f"{monitor.url}/{CHECK}"
+    assert sandbox.cli("run", "--backfill", "--since", "2024-01-01", SYNC_HEALTHCHECK_URL=url).returncode == 0
+    assert sandbox.cli("replay", sandbox.workspace.deal_ids()[0], SYNC_HEALTHCHECK_URL=url).returncode == 0
+    assert sandbox.cli("run", "--dry-run", SYNC_HEALTHCHECK_URL=url).returncode == 0
+    assert monitor.pings == []

@@ -207,6 +207,14 @@ def test_cron_line_runs_in_an_ordinary_users_crontab(machine, sandbox):
     command = command.replace(INSTALLED, machine.program).replace(CONFIG, str(etc / "config.toml"))
     # What cron gives a job: the user's HOME, a minimal PATH, /bin/sh, the home as working directory.
     env = {"HOME": str(home), "PATH": f"{bin_dir}:/usr/bin:/bin", "SHELL": "/bin/sh", "LOGNAME": "user"}
+    # README step 4 first, as that user: `check` passes and creates nothing.
+    readme = (ROOT / "README.md").read_text()
+    check = re.search(r"`(/opt/attio-usermaven-sync/\.venv/bin/attio-usermaven-sync check [^`]+)`", readme)
+    assert check, "README step 4 names the check command for cron"
+    checked = machine.run(["/bin/sh", "-c", check.group(1).replace(INSTALLED, machine.program)
+                           .replace(CONFIG, str(etc / "config.toml"))], env, cwd=home)
+    assert checked.returncode == 0 and "checks passed" in checked.stdout, checked.stdout + checked.stderr
+    assert not (home / ".local").exists()
     result = machine.run(["/bin/sh", "-c", command], env, cwd=home)
     assert result.returncode == 0 and result.stderr == "", result.stderr
     log = logged.read_text()

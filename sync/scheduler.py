@@ -12,7 +12,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from sync.duration import MIN_EVERY, describe
-from sync.errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
+from sync.errors import EXIT_INTERRUPTED, EXIT_OK, SyncError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,9 @@ def run_every(seconds: int, job: Callable[[], int]) -> int:
         idle.clear()
         try:
             code = job()
+        except SyncError as exc:  # the lock held by a cron run or a backfill, a state that cannot be opened
+            log.error("%s", exc)
+            code = exc.exit_code
         finally:
             idle.set()
         poll_job = scheduler.get_job("poll") if not received else None

@@ -282,6 +282,21 @@ def test_schedule_stopped_by_ctrl_c_mid_poll_finishes_the_poll_and_exits_130(san
     assert "Traceback" not in err
 
 
+def test_schedule_tick_that_finds_the_lock_held_says_so_and_goes_on(sandbox):
+    from sync.lock import StateLock
+
+    s = sandbox
+    s.state.parent.mkdir(parents=True)
+    with StateLock(s.state):
+        process = s.popen("schedule", "--every", "10s")
+        time.sleep(2)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "another run holds the lock" in err and "poll ended with exit code 75" in err
+    assert "Traceback" not in err
+
+
 def _started_runs(state: Path) -> list[tuple]:
     conn = sqlite3.connect(state)
     try:

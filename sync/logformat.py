@@ -62,15 +62,16 @@ class JsonFormatter(logging.Formatter):
 
 class RunFields(logging.Filter):
     """Stamps every record with the run id and the command, whoever logged it (worker threads included):
-    the values given here, else those of the run in progress (see `running`)."""
+    those of the run in progress (see `running`: `run --backfill` runs a "backfill"), else the values given
+    here (the command line's)."""
 
     def __init__(self, run_id: str | None = None, command: str | None = None):
         super().__init__()
         self.run_id, self.command = run_id, command
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.run_id = self.run_id or _current["run_id"]
-        record.command = self.command or _current["command"]
+        record.run_id = _current["run_id"] or self.run_id
+        record.command = _current["command"] or self.command
         return True
 
 

@@ -86,3 +86,22 @@ def test_lines_inside_a_run_carry_its_id_and_command_and_lines_after_it_do_not(l
     inside, after = (json.loads(line) for line in stream.getvalue().splitlines())
     assert (inside["run_id"], inside["command"]) == ("r-1", "backfill")
     assert "run_id" not in after and "command" not in after
+
+
+def test_the_cli_logs_json_lines_with_the_runs_counts_and_no_secret(tmp_path):
+    from sync.sandbox import AttioSandbox, UsermavenCollector, Workspace
+    from tests.test_integration import Setup
+
+    with AttioSandbox(Workspace.generate(seed=6, deals=20)) as attio, UsermavenCollector() as usermaven:
+        s = Setup(attio.workspace, attio, usermaven, tmp_path / "sync.db")
+        result = s.cli("run", "--backfill", "--since", "2020-01-01", "-v", "--log-format", "json")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines()]  # every line is one JSON object
+    assert {line["command"] for line in lines} == {"backfill"}  # the run's command, not the command line's "run"
+    run_ids = {line.get("run_id") for line in lines if "run_id" in line}
+    assert len(run_ids) == 1 and uuid.UUID(run_ids.pop())
+    summary = lines[-1]
+    assert summary["message"].startswith("backfill: ") and summary["command"] == "backfill"
+    assert summary["counts"]["exit_code"] == 0
+    assert summary["counts"]["sent"] == len(usermaven.unique_events()) > 0
+    assert attio.token not in result.stderr and usermaven.server_token not in result.stderr

@@ -139,6 +139,40 @@ def test_fail_next_answers_that_status_without_recording_then_recovers(collector
     assert collector.stats == {"requests": 3, "events": 1, "rejected": 0, "faults": 2}
 
 
+def test_batches_keep_each_accepted_request_as_sent(collector):
+    send(collector, [event("a"), event("a")])
+    send(collector, [event("bad", api_key="nope")])
+    send(collector, event("b"))
+    assert collector.batches == [[event("a"), event("a")], [event("b")]]
+    assert collector.events == [event("a"), event("a"), event("b")]
+    collector.batches.clear()
+    assert collector.events == [] and collector.stats["events"] == 0
+
+
+def test_scripted_answers_are_taken_in_order_and_record_nothing(collector):
+    over = (400, {"message": "event is over the size limit", "error": ""})
+    collector.answers = [over, None, (503, {"message": "busy", "error": ""})]
+    replies = [send(collector, [event(str(i))]) for i in range(4)]
+    assert [r.status_code for r in replies] == [400, 200, 503, 200]
+    assert replies[0].json() == over[1]
+    assert collector.batches == [[event("1")], [event("3")]]
+    assert collector.answers == []
+    assert collector.stats == {"requests": 4, "events": 2, "rejected": 0, "faults": 2}
+
+
+def test_a_wrong_token_is_refused_before_a_scripted_answer_is_taken(collector):
+    collector.answers.append((500, {"message": "boom", "error": ""}))
+    assert send(collector, event(), token="wrong.token").status_code == 401
+    assert send(collector, event()).status_code == 500
+    assert send(collector, event()).status_code == 200
+
+
+def test_a_request_let_through_by_a_scripted_none_is_still_checked(collector):
+    collector.answers = [None]
+    assert send(collector, [event("ok"), event("bad", api_key="someone-else")]).status_code == 400
+    assert collector.events == [] and collector.answers == []
+
+
 def test_fail_next_drop_closes_the_connection_and_records_nothing(collector):
     collector.fail_next(1, kind="drop")
     with pytest.raises(requests.exceptions.ConnectionError):
@@ -173,8 +207,13 @@ def test_admin_endpoints_serve_events_and_stats_and_inject_faults(collector):
     assert requests.get(f"{base}/_sandbox/stats").json()["events"] == 1
     assert requests.post(f"{base}/_sandbox/fail_next", json={"n": 1, "status": 503}).json() == {"pending": 1}
     assert send(collector, event("b")).status_code == 503
+    assert requests.get(f"{base}/_sandbox/batches").json() == [[event("a")]]
+    scripted = {"answers": [[400, {"message": "no", "error": ""}], None]}
+    assert requests.post(f"{base}/_sandbox/answers", json=scripted).json() == {"pending": 2}
+    assert collector.answers == [(400, {"message": "no", "error": ""}), None]
+    assert requests.post(f"{base}/_sandbox/answers", json={"answers": [[400]]}).status_code == 400
     requests.post(f"{base}/_sandbox/reset")
-    assert collector.events == [] and collector.requests == 0
+    assert collector.events == [] and collector.requests == 0 and collector.answers == []
 
 
 def test_unknown_path_is_404(collector):

@@ -2,7 +2,8 @@
 
 ``POST /api/v1/s2s/event?token=API_KEY.SERVER_TOKEN`` with one event or an array of events. A request is
 all-or-nothing: if any event is invalid, nothing from it is recorded, as Jitsu (Usermaven's base) rejects
-the whole body. Admin endpoints under ``/_sandbox/`` serve the recorded events to another process.
+the whole body. Admin endpoints under ``/_sandbox/`` serve the recorded events to another process and
+script its answers.
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from sync.sandbox.server import Faults, LoopbackServer, Reply, Request, is_loopback, json_reply
 
 EVENTS_PATH = "/api/v1/s2s/event"
 # Jitsu's default per-event size limit.
 MAX_EVENT_BYTES = 51_200
+
+# A scripted answer to one authenticated events request: (status, JSON body), or None to process it.
+Answer: TypeAlias = tuple[int, Any] | None
 
 
 def _error(status: int, message: str) -> Reply:
@@ -25,7 +29,14 @@ def _error(status: int, message: str) -> Reply:
 
 
 class UsermavenCollector(LoopbackServer):
-    """Records every event accepted on ``/api/v1/s2s/event``, in memory and optionally as JSON lines."""
+    """Records every event accepted on ``/api/v1/s2s/event``, in memory and optionally as JSON lines.
+
+    ``batches`` holds the events of each accepted request, as sent (a lone event object is a batch of one);
+    it is the live record, so a test may clear it. ``answers`` scripts what Usermaven says to the next
+    authenticated requests, oldest first (assign or append; the collector pops): ``(status, body)`` answers
+    that and records nothing, ``None`` lets the request through. A wrong token is refused before an answer
+    is taken; ``fail_next`` faults come first.
+    """
 
     def __init__(
         self,
@@ -45,7 +56,8 @@ class UsermavenCollector(LoopbackServer):
         self.server_token = server_token
         self.jsonl_path = Path(jsonl_path) if jsonl_path is not None else None
         self._lock = threading.Lock()
-        self._events: list[dict[str, Any]] = []
+        self.batches: list[list[dict[str, Any]]] = []
+        self.answers: list[Answer] = []
         self._requests = 0
         self._rejected = 0
         self._faults_injected = 0
@@ -72,7 +84,7 @@ class UsermavenCollector(LoopbackServer):
     def events(self) -> list[dict[str, Any]]:
         """Every accepted event, in arrival order (a copy)."""
         with self._lock:
-            return list(self._events)
+            return [event for batch in self.batches for event in batch]
 
     def unique_events(self) -> list[dict[str, Any]]:
         """Events collapsed by ``event_id`` as Usermaven's storage does eventually: the last one wins,
@@ -91,19 +103,21 @@ class UsermavenCollector(LoopbackServer):
 
     @property
     def stats(self) -> dict[str, int]:
-        """``requests``, ``events`` accepted, ``rejected`` requests (4xx), injected ``faults``."""
+        """``requests``, ``events`` accepted, ``rejected`` requests (4xx), injected ``faults`` (scripted
+        ``answers`` included)."""
         with self._lock:
             return {
                 "requests": self._requests,
-                "events": len(self._events),
+                "events": sum(len(batch) for batch in self.batches),
                 "rejected": self._rejected,
                 "faults": self._faults_injected,
             }
 
     def clear(self) -> None:
-        """Forget recorded events and counters (the JSONL file is left alone)."""
+        """Forget recorded events, counters and scripted answers (the JSONL file is left alone)."""
         with self._lock:
-            self._events.clear()
+            self.batches.clear()
+            self.answers = []
             self._requests = self._rejected = self._faults_injected = 0
 
     def fail_next(self, n: int = 1, status: int = 500, kind: str = "status") -> int:
@@ -133,19 +147,38 @@ class UsermavenCollector(LoopbackServer):
         return _error(status, messages.get(status, "internal server error"))
 
     def _accept(self, request: Request) -> Reply:
-        reply = self._validate(request)
-        if isinstance(reply, Reply):
-            with self._lock:
-                self._rejected += 1
-            return reply
-        self._record(reply)
+        refused = self._authenticate(request)
+        if refused is not None:
+            return self._reject(refused)
+        scripted = self._scripted_answer()
+        if scripted is not None:
+            return scripted
+        events = self._validate(request)
+        if isinstance(events, Reply):
+            return self._reject(events)
+        self._record(events)
         return json_reply(200, {"status": "ok"})
 
-    def _validate(self, request: Request) -> Reply | list[dict[str, Any]]:
+    def _reject(self, reply: Reply) -> Reply:
+        with self._lock:
+            self._rejected += 1
+        return reply
+
+    def _authenticate(self, request: Request) -> Reply | None:
         if request.method != "POST":
             return _error(405, "method not allowed")
         if request.param("token") != self.token:
             return _error(401, "The token isn't a server token or doesn't exist")
+        return None
+
+    def _scripted_answer(self) -> Reply | None:
+        with self._lock:
+            answer = self.answers.pop(0) if self.answers else None
+            if answer is not None:
+                self._faults_injected += 1
+        return json_reply(*answer) if answer is not None else None
+
+    def _validate(self, request: Request) -> Reply | list[dict[str, Any]]:
         try:
             payload = json.loads(request.body)
         except ValueError:
@@ -165,7 +198,7 @@ class UsermavenCollector(LoopbackServer):
 
     def _record(self, events: list[dict[str, Any]]) -> None:
         with self._lock:
-            self._events.extend(events)
+            self.batches.append(events)
             if self.jsonl_path is not None:
                 with self.jsonl_path.open("a", encoding="utf-8") as file:
                     for event in events:
@@ -177,6 +210,9 @@ class UsermavenCollector(LoopbackServer):
         route = (request.method, request.path)
         if route == ("GET", "/_sandbox/events"):
             return json_reply(200, self.events)
+        if route == ("GET", "/_sandbox/batches"):
+            with self._lock:
+                return json_reply(200, self.batches)
         if route == ("GET", "/_sandbox/unique_events"):
             return json_reply(200, self.unique_events())
         if route == ("GET", "/_sandbox/stats"):
@@ -193,4 +229,20 @@ class UsermavenCollector(LoopbackServer):
             except (TypeError, ValueError) as error:
                 return json_reply(400, {"error": str(error)})
             return json_reply(200, {"pending": pending})
+        if route == ("POST", "/_sandbox/answers"):
+            try:
+                answers = [_answer(item) for item in (request.json() or {}).get("answers", [])]
+            except (AttributeError, TypeError, ValueError) as error:
+                return json_reply(400, {"error": str(error)})
+            with self._lock:
+                self.answers.extend(answers)
+                return json_reply(200, {"pending": len(self.answers)})
         return json_reply(404, {"error": f"no admin route {request.method} {request.path}"})
+
+
+def _answer(item: Any) -> Answer:
+    """One scripted answer from JSON: ``null`` or ``[status, body]``."""
+    if item is None:
+        return None
+    status, body = item
+    return int(status), body

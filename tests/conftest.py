@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 import requests
@@ -17,11 +16,12 @@ from openapi_core import Config, OpenAPI
 
 from sync import cli, http
 from sync.config import SETTINGS
-from sync.sandbox import AttioSandbox, Workspace
-from sync.sandbox.server import Request
+from sync.sandbox import AttioSandbox, UsermavenCollector, Workspace
+from sync.sandbox.server import LoopbackServer, Request
 
 BASE = "https://api.attio.test"
-EVENTS_URL = "https://events.usermaven.test/api/v1/s2s/event"
+USERMAVEN_BASE = "https://events.usermaven.test"
+EVENTS_URL = USERMAVEN_BASE + "/api/v1/s2s/event"
 SECRETS = {
     "ATTIO_API_KEY": "attio_secret_a1b2c3d4e5",
     "USERMAVEN_API_KEY": "um_key9f8e7d6c5b",
@@ -66,8 +66,9 @@ def days(n: float) -> timedelta:
     return timedelta(days=n)
 
 
-def serve_through_responses(mock: responses.RequestsMock, sandbox: AttioSandbox, base: str = BASE) -> None:
-    """Answer every request to ``base`` with the sandbox's own dispatch, in-process (no socket)."""
+def serve_through_responses(mock: responses.RequestsMock, sandbox: LoopbackServer, base: str = BASE) -> None:
+    """Answer every request to ``base`` with the sandbox server's own dispatch, in-process (no socket)."""
+    name = type(sandbox).__name__
 
     def answer(request: requests.PreparedRequest) -> tuple[int, dict[str, str], bytes]:
         parts = urlsplit(request.url or "")
@@ -77,9 +78,9 @@ def serve_through_responses(mock: responses.RequestsMock, sandbox: AttioSandbox,
             body.encode() if isinstance(body, str) else body, "127.0.0.1",
         ))
         if reply.drop:
-            raise requests.ConnectionError("the Attio sandbox dropped the connection")
+            raise requests.ConnectionError(f"the sandbox's {name} dropped the connection")
         if reply.delay:
-            raise requests.ReadTimeout("the Attio sandbox answered too late")
+            raise requests.ReadTimeout(f"the sandbox's {name} answered too late")
         return reply.status, {"Content-Type": reply.content_type, **reply.headers}, reply.body
 
     for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
@@ -122,33 +123,17 @@ def queries(attio: AttioSandbox, identifier: str = "deals") -> list[dict[str, An
     return [q.body for q in attio.queries if q.identifier == identifier]
 
 
-class Collector:
-    """Usermaven's s2s endpoint through `responses`: checks the token, records each batch."""
-
-    def __init__(self, mock: responses.RequestsMock):
-        self.batches: list[list[dict]] = []
-        self.answers: list[tuple[int, dict] | None] = []  # queued answers, one per request; None = accept
-        mock.add_callback("POST", EVENTS_URL, self._receive)
-
-    @property
-    def events(self) -> list[dict]:
-        return [event for batch in self.batches for event in batch]
-
-    def _receive(self, request):  # type: ignore[no-untyped-def]
-        token = parse_qs(urlparse(request.url).query).get("token", [""])[0]
-        if token != f"{SECRETS['USERMAVEN_API_KEY']}.{SECRETS['USERMAVEN_SERVER_TOKEN']}":
-            return 401, {}, json.dumps({"message": "unknown token", "error": ""})
-        answer = self.answers.pop(0) if self.answers else None
-        if answer is not None:
-            status, body = answer
-            return status, {}, json.dumps(body)
-        self.batches.append(json.loads(request.body))
-        return 200, {}, json.dumps({"status": "ok"})
-
-
 @pytest.fixture
-def usermaven(mocked) -> Collector:
-    return Collector(mocked)
+def usermaven(mocked) -> UsermavenCollector:
+    """The sandbox's Usermaven collector for the test secrets, served at EVENTS_URL through `responses`.
+
+    Tests read ``batches`` (one list per accepted request, as sent) and ``events``, and script answers
+    with ``answers``: (status, body) answers the next authenticated request, None lets it through.
+    """
+    collector = UsermavenCollector(api_key=SECRETS["USERMAVEN_API_KEY"],
+                                   server_token=SECRETS["USERMAVEN_SERVER_TOKEN"])
+    serve_through_responses(mocked, collector, USERMAVEN_BASE)
+    return collector
 
 
 @pytest.fixture

@@ -59,7 +59,7 @@ def test_refused_token_stops_the_run_and_marks_nothing_sent(workspace, usermaven
     monkeypatch.setenv("USERMAVEN_SERVER_TOKEN", "st_wrong0000")
     code, out, err = run("run")
     assert code == 1
-    assert "Usermaven answered 401: unknown token" in err
+    assert "Usermaven answered 401: The token isn't a server token or doesn't exist" in err
     assert "check USERMAVEN_API_KEY and USERMAVEN_SERVER_TOKEN" in err
     assert "st_wrong0000" not in err
     assert {r["state"] for r in ledger_rows(env)} == {"pending"}

@@ -48,6 +48,7 @@ def stage_value(raw: dict) -> StageValue:
         active_from=parse_time(raw["active_from"]),
         attribute_id=ids["attribute_id"],
         parent_id=ids["object_id"],
+        active_until=parse_time(raw["active_until"]) if raw.get("active_until") else None,
     )
 
 

@@ -39,6 +39,7 @@ class StageValue:
     active_from: datetime
     attribute_id: str
     parent_id: str  # object id, or list id for list entries
+    active_until: datetime | None = None  # None: the current value
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from sync.models import Counts, Current, Deal, StageValue, Transition, format_ti
 from sync.resolve import Resolver
 from sync.source import DealSource
 from sync.state.ledger import HELD, PENDING, Ledger
-from sync.transitions import transitions_from_history
+from sync.transitions import latest, transitions_from_history
 
 Selector = Callable[[Current, list[Transition]], list[Transition]]
 Found = tuple[Transition, dict, str | None]  # a transition, its event, and why it is held (None: it is not)
@@ -50,7 +50,7 @@ def baseline_rows(currents: Sequence[Current], began: datetime | None) -> list[d
 def snapshot_row(current: Current, history: Sequence[StageValue] = ()) -> dict:
     """The snapshot of a deal: the stage it is in now and since when (its history's last value when it was
     read, as that is newer than the query's answer)."""
-    stage = max(history, key=lambda v: v.active_from) if history else current.stage
+    stage = latest(history) if history else current.stage
     return {
         "key": current.ref.key,
         "record_id": current.ref.record_id,

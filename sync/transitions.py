@@ -25,15 +25,34 @@ def event_id(deal: DealRef, value: StageValue) -> str:
     return str(uuid.uuid5(EVENT_NAMESPACE, name))
 
 
+def _order(value: StageValue) -> tuple:
+    # Values written at the same instant: the one that ended comes before the one that followed it, and the
+    # current value (active_until null) last; the status id breaks what is left, so Attio's order never counts.
+    return (value.active_from, value.active_until is None, value.active_until or value.active_from,
+            value.status_id)
+
+
+def in_order(history: Iterable[StageValue]) -> list[StageValue]:
+    """A deal's stage values oldest first, deterministically: ties on `active_from` by `active_until`."""
+    return sorted(history, key=_order)
+
+
+def latest(history: Iterable[StageValue]) -> StageValue | None:
+    """The value a deal is in now (the last of `in_order`), or None for an empty history."""
+    ordered = in_order(history)
+    return ordered[-1] if ordered else None
+
+
 def transitions_from_history(deal: DealRef, history: Sequence[StageValue]) -> list[Transition]:
     """Every stage change in a deal's history, oldest first.
 
     The first value is the deal's first stage (`from_stage` None). A value that repeats the stage
-    before it is a write, not a change, and gives no transition.
+    before it is a write, not a change, and gives no transition. Values with the same `active_from` are
+    ordered by `in_order`, not by where Attio listed them.
     """
     result: list[Transition] = []
     previous: StageValue | None = None
-    for value in sorted(history, key=lambda v: v.active_from):
+    for value in in_order(history):
         if previous is not None and value.status_id == previous.status_id:
             continue
         result.append(

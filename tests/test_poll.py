@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import pytest
+
 from sync import attio as attio_module
 from sync.models import epoch_ms
 from sync.sandbox.records import Value
@@ -309,3 +311,46 @@ def test_old_held_events_are_rechecked_hourly_not_every_run(attio, workspace, us
     conn.close()
     run("run")
     assert reads() == before + 2  # checked an hour ago: due again
+
+
+def list_history(attio, monkeypatch, record_id: str, current_first: bool) -> None:
+    """Attio answers this deal's history with the current value first (or last) among values of equal time."""
+    answer = attio.dispatch
+
+    def dispatch(request):  # type: ignore[no-untyped-def]
+        reply = answer(request)
+        if f"/records/{record_id}/attributes/" in request.path and reply.status == 200:
+            body = json.loads(reply.body)
+            body["data"].sort(key=lambda v: (v["active_until"] is None) != current_first)  # stable
+            reply.body = json.dumps(body).encode()
+        return reply
+
+    monkeypatch.setattr(attio, "dispatch", dispatch)
+
+
+@pytest.mark.parametrize("listed", ["current first", "current last"])
+def test_stage_values_with_the_same_active_from_give_the_right_transitions_and_snapshot(
+        attio, workspace, usermaven, run, monkeypatch, listed):
+    """Created in Lead and moved to Qualified in the same instant; Attio may list the two values in either
+    order. The events say Lead → Qualified, and the snapshot holds Qualified, so later polls inside the
+    overlap do not read the deal again."""
+    run("run")
+    at = NOW + MINUTE
+    add_deal(workspace, uid("tie"), "Tie", [("Lead", at), ("Qualified", at + timedelta(microseconds=1))],
+             people=[uid("p1")])
+    # The sandbox refuses two writes at one instant; Attio does not: make the second one share the first's time.
+    deal = workspace.deal(uid("tie"))
+    before = workspace.deals._stage_key(deal)
+    lead, qualified = deal.values["stage"]
+    qualified.active_from = lead.active_until = at
+    workspace.deals.reindex_stage(deal, before)
+    list_history(attio, monkeypatch, uid("tie"), current_first=listed == "current first")
+    workspace.clock = NOW + 2 * MINUTE
+    assert run("run")[0] == 0
+    # (both carry the same time; Usermaven orders by it, so the order they are sent in does not matter)
+    pairs = {(e["event_attributes"]["previous_stage"], e["event_attributes"]["deal_stage"]) for e in usermaven.events}
+    assert pairs == {(None, "Lead"), ("Lead", "Qualified")} and len(usermaven.events) == 2
+    workspace.clock = NOW + 3 * MINUTE
+    assert run("run")[0] == 0
+    assert attio.history_reads[uid("tie")] == 1
+    assert len(usermaven.events) == 2

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from sync.models import DealRef, StageValue
-from sync.transitions import after, event_id, in_range, transitions_from_history
+from sync.transitions import after, event_id, in_order, in_range, latest, transitions_from_history
 
 T0 = datetime(2024, 1, 1, 9, 0, tzinfo=UTC)
 DEAL = DealRef("rec-1")
@@ -67,3 +68,21 @@ def test_after_and_in_range():
     assert pairs(after(result, T0 + timedelta(minutes=5), inclusive=True)) == [("Lead", "Demo"), ("Demo", "Won")]
     assert after(result, None) == result
     assert pairs(in_range(result, T0 + timedelta(minutes=1), T0 + timedelta(minutes=9))) == [("Lead", "Demo")]
+
+
+def test_values_written_at_the_same_instant_are_ordered_by_active_until_not_by_attio():
+    """Lead then Qualified in the same millisecond: Lead ended when Qualified began; Qualified is current."""
+    lead = replace(value("lead", 0), active_until=T0)
+    qualified = value("qualified", 0)  # active_until None: the current value
+    for listed in ([lead, qualified], [qualified, lead]):
+        assert pairs(transitions_from_history(DEAL, listed)) == [(None, "Lead"), ("Lead", "Qualified")]
+        assert latest(listed) == qualified
+        assert in_order(listed) == [lead, qualified]
+
+
+def test_a_tie_of_ended_values_is_broken_the_same_way_whatever_the_order():
+    a, b = replace(value("a", 0), active_until=T0), replace(value("b", 0), active_until=T0)
+    current = value("c", 0)
+    orders = [[a, b, current], [b, a, current], [current, b, a]]
+    assert len({tuple(v.status_id for v in in_order(o)) for o in orders}) == 1
+    assert {latest(o) for o in orders} == {current}

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 from urllib.parse import quote
 
 import requests
 
+from sync import clock
 from sync.errors import AttioAuthError, AttioError, AttioNotFound
 from sync.http import CONNECT_TIMEOUT, RateLimiter, RequestStats, make_session
 from sync.models import Deal, Person, StageValue, format_time, parse_time
@@ -29,13 +30,34 @@ BAD_BODY_ATTEMPTS = 3
 
 @dataclass
 class Page:
-    """One page of a query, with the `Date` Attio stamped on it (its clock, not ours)."""
+    """One page of a query, with the `Date` Attio stamped on it (its clock; None if missing or unreadable)
+    and this machine's clock when the answer arrived."""
 
     rows: list[dict]
     date: datetime | None
+    received: datetime
 
 
 # ---- pure readers of Attio's shapes ---------------------------------------------------------
+
+
+@contextmanager
+def reading(endpoint: str) -> Iterator[None]:
+    """Read Attio's answer to `endpoint` with the readers below: a field missing or of the wrong type becomes
+    an AttioError naming the endpoint and the field, instead of a KeyError deep in the run."""
+    try:
+        yield
+    except KeyError as exc:
+        raise AttioError(_shape(endpoint, f"an item without the field {exc.args[0]!r}")) from None
+    except (TypeError, AttributeError) as exc:
+        raise AttioError(_shape(endpoint, f"a field of another type than Attio's ({exc})")) from None
+    except ValueError as exc:
+        raise AttioError(_shape(endpoint, f"a value that cannot be read ({exc})")) from None
+
+
+def _shape(endpoint: str, what: str) -> str:
+    return (f"Attio answered {endpoint} with {what}, not the shape of Attio's API: check that ATTIO_BASE_URL is "
+            "Attio's API root (https://api.attio.com) and nothing between rewrites its answers")
 
 
 def stage_value(raw: dict) -> StageValue:
@@ -175,8 +197,7 @@ class AttioClient:
         # Most endpoints wrap their answer in `data`; /v2/self does not.
         data = payload.get("data", payload)
         rows = data if isinstance(data, list) else [data] if isinstance(data, dict) else []
-        date = response.headers.get("Date")
-        return Page(rows=rows, date=parsedate_to_datetime(date) if date else None)
+        return Page(rows=rows, date=clock.http_date(response.headers.get("Date")), received=clock.local_now())
 
     def _raise(self, status: int, payload: object, path: str) -> None:
         body = payload if isinstance(payload, dict) else {}
@@ -233,7 +254,9 @@ class AttioClient:
     def check_token(self) -> dict:
         """GET /v2/self; an inactive token is an auth error."""
         info = self.get_one("/v2/self")
-        if not info.get("active"):
+        with reading("GET /v2/self"):
+            active = info.get("active")
+        if not active:
             raise AttioAuthError("Attio says ATTIO_API_KEY is not active: create a new access token", 401)
         return info
 

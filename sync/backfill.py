@@ -5,16 +5,17 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from itertools import islice
 
 from tqdm import tqdm
 
+from sync import clock
 from sync.events import EventSettings
 from sync.models import Counts, Current, Transition, format_time, parse_time
 from sync.recording import baseline_rows, events_for, record_new
 from sync.resolve import Resolver
-from sync.source import DealSource
+from sync.source import DealSource, scan_time
 from sync.state import State
 from sync.state.checkpoints import BASELINE, POLL
 from sync.transitions import in_range
@@ -56,8 +57,8 @@ def backfill(state: State, source: DealSource, resolver: Resolver, settings: Eve
                 with state.atomic():
                     began = state.checkpoints.get(BASELINE)
                     if began is None:
-                        # Attio always sends a Date; the local clock is only a fallback.
-                        began = format_time(page.date or datetime.now(UTC))
+                        # Attio's clock checked against ours; without a readable Date, ours less the tolerance.
+                        began = format_time(scan_time(page) or page.received - clock.CLOCK_TOLERANCE)
                         state.checkpoints.set(BASELINE, began)
                         state.checkpoints.set(POLL, began)
                     state.snapshot.save(baseline_rows(fresh, parse_time(began)))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from sync.clock import MIN_OVERLAP_SECONDS
 from sync.errors import ConfigError
 
 
@@ -64,12 +66,13 @@ class Config:
     @property
     def secrets(self) -> list[str]:
         """Values that must never appear in output, logs, errors or the database."""
-        token = f"{self.usermaven_api_key}.{self.usermaven_server_token}"
+        parts = (self.usermaven_api_key, self.usermaven_server_token)
+        token = ".".join(parts) if all(parts) else ""
         # The healthcheck URL carries the monitor's key in its path (anyone holding it can ping), and a
         # request log shows the path alone.
         ping_path = urlparse(self.healthcheck_url).path.strip("/") if self.healthcheck_url else ""
-        return [s for s in (token, self.attio_api_key, self.usermaven_api_key, self.usermaven_server_token,
-                            self.healthcheck_url, ping_path if len(ping_path) > 1 else "") if s]
+        return [s for s in (token, self.attio_api_key, *parts, self.healthcheck_url,
+                            ping_path if len(ping_path) > 1 else "") if s]
 
 
 def _read_file(path: Path, problems: list[str]) -> dict[str, str]:
@@ -96,12 +99,30 @@ def _read_file(path: Path, problems: list[str]) -> dict[str, str]:
     return values
 
 
+# The real services' endpoints: the token travels with every request, so plain http only on loopback.
+SERVICE_URLS = ("ATTIO_BASE_URL", "USERMAVEN_EVENTS_URL")
+
+
+def _loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _check_url(name: str, value: str, problems: list[str]) -> None:
     parsed = urlparse(value)
     # Shown without its query or fragment: a URL pasted from the seed guide carries the token there.
     shown = value.split("?", 1)[0].split("#", 1)[0]
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         problems.append(f"{name} must be an http(s) URL such as https://example.com, got {shown!r}")
+    elif name in SERVICE_URLS and parsed.scheme != "https" and not _loopback(parsed.hostname):
+        problems.append(f"{name} must be an https URL (the token travels with every request), got {shown!r}; "
+                        "plain http is only for a loopback host such as 127.0.0.1")
     elif name == "USERMAVEN_EVENTS_URL" and parsed.query:
         problems.append(f"{name} must be the endpoint alone, without ?token=...: the token is built from "
                         "USERMAVEN_API_KEY and USERMAVEN_SERVER_TOKEN")
@@ -151,7 +172,9 @@ def load_config(
     # Attio allows 100 reads per second per workspace; more threads than that only wait.
     max_rps = _number("ATTIO_MAX_RPS", raw["ATTIO_MAX_RPS"] or "", problems, float, 0.1, 100)
     concurrency = _number("ATTIO_CONCURRENCY", raw["ATTIO_CONCURRENCY"] or "", problems, int, 1, 32)
-    overlap = _number("SYNC_OVERLAP_SECONDS", raw["SYNC_OVERLAP_SECONDS"] or "", problems, int, 0, 86_400)
+    # The overlap also covers a disagreement between Attio's clock and this machine's (see sync.clock).
+    overlap = _number("SYNC_OVERLAP_SECONDS", raw["SYNC_OVERLAP_SECONDS"] or "", problems, int,
+                      MIN_OVERLAP_SECONDS, 86_400)
     timeout = _number("SYNC_HTTP_TIMEOUT", raw["SYNC_HTTP_TIMEOUT"] or "", problems, float, 1, 600)
     healthcheck = raw["SYNC_HEALTHCHECK_URL"]
     if healthcheck and (urlparse(healthcheck).scheme not in ("http", "https") or not urlparse(healthcheck).netloc):

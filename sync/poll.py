@@ -7,11 +7,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 
+from sync import clock
 from sync.events import EventSettings
 from sync.models import Counts, Current, Transition, format_time, parse_time
 from sync.recording import baseline_rows, events_for, record_new, snapshot_row
 from sync.resolve import Resolver
-from sync.source import DealSource
+from sync.source import DealSource, scan_time
 from sync.state import State
 from sync.state.checkpoints import BASELINE, POLL
 from sync.transitions import after
@@ -20,6 +21,11 @@ log = logging.getLogger(__name__)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BATCH = 100
+
+
+def _not_ahead(moment: datetime, received: datetime | None) -> datetime:
+    """A checkpoint is never later than this machine's clock plus the tolerance, whatever Attio's data says."""
+    return clock.checked(moment, received) if received else moment
 
 
 def _latest(current: datetime | None, candidate: datetime | None) -> datetime | None:
@@ -32,15 +38,17 @@ def record_baseline(state: State, source: DealSource) -> Counts:
     """Snapshot every deal's current stage without sending anything; set the checkpoint to Attio's clock
     at the start of the scan. Returns the number of deals recorded (as `deals_read`)."""
     started: datetime | None = None
+    received: datetime | None = None
     latest: datetime | None = None
     count = 0
     for page in source.scan(None):
-        started = started or page.date
+        if received is None:
+            started, received = scan_time(page), page.received
         latest = _latest(latest, max((c.stage.active_from for c in page.currents if c.stage), default=None))
         with state.atomic():
             state.snapshot.save(baseline_rows(page.currents, started))
         count += len(page.currents)
-    checkpoint = format_time(started or latest or EPOCH)
+    checkpoint = format_time(_not_ahead(started or latest or EPOCH, received))
     with state.atomic():
         state.checkpoints.set(BASELINE, checkpoint)
         state.checkpoints.set(POLL, checkpoint)
@@ -66,18 +74,26 @@ def poll(state: State, source: DealSource, resolver: Resolver, settings: EventSe
         # Without a baseline every deal would look new and its whole history would be sent.
         raise RuntimeError("no checkpoint: the baseline must be recorded before a poll")
     checkpoint = parse_time(recorded)
+    now = clock.local_now()
+    if checkpoint > now + clock.CLOCK_TOLERANCE:
+        # Set by an earlier version that trusted any Date: polling from it would miss every change until then.
+        log.warning("the checkpoint %s is ahead of this machine's clock; polling from now instead. Changes made "
+                    "since the clock went wrong may be missing: run a backfill over those days", recorded)
+        checkpoint = now
     baseline = state.checkpoints.get(BASELINE)
     # A deal missing from the snapshot was created after the baseline: its history from then on is new.
     floor = parse_time(baseline) - overlap if baseline else None
     started: datetime | None = None
+    received: datetime | None = None
     latest: datetime | None = None
     snapshots: dict[str, dict] = {}
     listed = 0
 
     def changed_deals() -> Iterator[Current]:
-        nonlocal started, latest, listed
+        nonlocal started, received, latest, listed
         for page in source.scan(checkpoint - overlap):
-            started = started or page.date
+            if received is None:
+                started, received = scan_time(page), page.received
             fresh = page.currents
             listed += len(fresh)
             latest = _latest(latest, max((c.stage.active_from for c in fresh if c.stage), default=None))
@@ -107,9 +123,11 @@ def poll(state: State, source: DealSource, resolver: Resolver, settings: EventSe
             reported = listed
     finally:
         pairs.close()
-    # Attio's own clock at the start of the scan: whatever changes after it is caught next time.
+    # Attio's own clock at the start of the scan (checked against ours): whatever changes after it is caught
+    # next time. Without a readable Date, the latest stage write the scan saw.
+    moment = _not_ahead(_latest(checkpoint, started or latest) or checkpoint, received)
     with state.atomic():
-        state.checkpoints.set(POLL, format_time(_latest(checkpoint, started or latest) or checkpoint))
+        state.checkpoints.set(POLL, format_time(moment))
     yield Counts(deals_read=listed - reported)
     log.info("poll: %d deal(s) with a stage written since %s, %d changed, %d new transition(s)",
              listed, format_time(checkpoint - overlap), changed, transitions)

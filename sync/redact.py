@@ -7,15 +7,19 @@ from collections.abc import Iterable
 from urllib.parse import quote, quote_plus
 
 MASK = "***"
+# Shorter values are not masked: an empty or one-letter "secret" would garble every message ("." in every
+# path, "c" in every word), and no real key or token is this short.
+MIN_SECRET_LENGTH = 8
 
 
 class Redactor:
-    """Replaces every known secret (and its URL-encoded forms) with ***."""
+    """Replaces every known secret (and its URL-encoded forms) with ***; values shorter than
+    MIN_SECRET_LENGTH are left alone."""
 
     def __init__(self, secrets: Iterable[str] = ()):
         forms: set[str] = set()
         for secret in secrets:
-            if secret:
+            if len(secret) >= MIN_SECRET_LENGTH:
                 forms.update({secret, quote(secret, safe=""), quote_plus(secret)})
         # Longest first, so the joined token is masked whole before its parts.
         self._forms = sorted(forms, key=len, reverse=True)

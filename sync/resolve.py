@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sync.attio import AttioClient, company_name, member_name, person_from_record
+from sync.attio import AttioClient, company_name, member_name, person_from_record, reading
 from sync.events import resolve_identity
 from sync.models import Deal, Identity, Person
 
@@ -40,12 +40,16 @@ class Resolver:
         companies = [c for c in dict.fromkeys(d.company_id for d in deals if d.company_id)
                      if c not in self._companies]
         if people:
-            for record in self.client.records_by_id("people", people):
-                person = person_from_record(record, self.user_id_attribute)
-                self._people[person.record_id] = person
+            records = self.client.records_by_id("people", people)
+            with reading("POST /v2/objects/people/records/query"):
+                for record in records:
+                    person = person_from_record(record, self.user_id_attribute)
+                    self._people[person.record_id] = person
         if companies:
-            for record in self.client.records_by_id("companies", companies):
-                self._companies[record["id"]["record_id"]] = company_name(record)
+            records = self.client.records_by_id("companies", companies)
+            with reading("POST /v2/objects/companies/records/query"):
+                for record in records:
+                    self._companies[record["id"]["record_id"]] = company_name(record)
             for company_id in companies:
                 self._companies.setdefault(company_id, None)
 
@@ -60,5 +64,7 @@ class Resolver:
         if not deal.owner_id:
             return None
         if self._members is None:
-            self._members = {m["id"]["workspace_member_id"]: member_name(m) for m in self.client.workspace_members()}
+            members = self.client.workspace_members()
+            with reading("GET /v2/workspace_members"):
+                self._members = {m["id"]["workspace_member_id"]: member_name(m) for m in members}
         return self._members.get(deal.owner_id)

@@ -11,12 +11,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from urllib.parse import quote
 
+from sync import clock
 from sync.attio import (
     AttioClient,
     Page,
     active_from_filter,
     current_stage,
     deal_from_record,
+    reading,
     stage_value,
 )
 from sync.config import Config
@@ -29,7 +31,16 @@ log = logging.getLogger(__name__)
 @dataclass
 class ScanPage:
     currents: list[Current]
-    date: datetime | None
+    date: datetime | None  # Attio's clock (its Date header), None if missing or unreadable
+    received: datetime  # this machine's clock when the page arrived
+
+
+def scan_time(page: ScanPage) -> datetime | None:
+    """What the first page of a scan says the time was, on Attio's clock checked against this machine's."""
+    moment, warning = clock.answer_time(page.date, page.received)
+    if warning:
+        log.warning("%s", warning)
+    return moment
 
 
 class DealSource:
@@ -55,7 +66,9 @@ class DealSource:
         self.client.check_token()
         target, identifier = self.target
         attributes = self.client.attributes(target, identifier)
-        found = [a for a in attributes if self.attribute in (a.get("api_slug"), a.get("id", {}).get("attribute_id"))]
+        with reading(f"GET /v2/{target}/{identifier}/attributes"):
+            found = [a for a in attributes
+                     if self.attribute in (a.get("api_slug"), (a.get("id") or {}).get("attribute_id"))]
         if not found:
             raise SetupError(f"ATTIO_STAGE_ATTRIBUTE {self.attribute!r} is not an attribute of {target[:-1]} "
                              f"{identifier!r}; its attributes are: "
@@ -69,8 +82,10 @@ class DealSource:
         self.attribute = found[0].get("api_slug") or self.attribute
         if self.user_id_attribute:
             people = self.client.attributes("objects", "people")
-            if not any(self.user_id_attribute in (a.get("api_slug"), a.get("id", {}).get("attribute_id"))
-                       for a in people):
+            with reading("GET /v2/objects/people/attributes"):
+                known = any(self.user_id_attribute in (a.get("api_slug"), (a.get("id") or {}).get("attribute_id"))
+                            for a in people)
+            if not known:
                 raise SetupError(f"ATTIO_USER_ID_ATTRIBUTE {self.user_id_attribute!r} is not an attribute of "
                                  "people: set it to the slug of the attribute that holds your app's user id")
 
@@ -101,9 +116,10 @@ class DealSource:
         chained = _chain(first, pages)
         del first
         for page in chained:
-            currents = [c for c in map(self._current, page.rows) if c.ref.key not in seen]
+            with reading(f"POST {path}"):
+                currents = [c for c in map(self._current, page.rows) if c.ref.key not in seen]
             seen.update(c.ref.key for c in currents)
-            yield ScanPage(currents, page.date)
+            yield ScanPage(currents, page.date, page.received)
             del page, currents  # one page in memory at a time
 
     def _current(self, row: dict) -> Current:
@@ -116,11 +132,15 @@ class DealSource:
     def find(self, record_id: str) -> list[Current]:
         """The deal with this record id (its entries in list mode); AttioNotFound if there is none."""
         record = self.client.record(self.object, record_id)
+        path = f"/v2/objects/{self.object}/records/{record_id}"
         if not self.list:
-            return [Current(DealRef(record_id), current_stage(record.get("values") or {}, self.attribute), record)]
-        entries = [Current(DealRef(record_id, e["entry_id"]), None, record)
-                   for e in self.client.record_entries(self.object, record_id)
-                   if self.list in (e.get("list_api_slug"), e.get("list_id"))]
+            with reading(f"GET {path}"):
+                return [Current(DealRef(record_id), current_stage(record.get("values") or {}, self.attribute),
+                                record)]
+        listed = self.client.record_entries(self.object, record_id)
+        with reading(f"GET {path}/entries"):
+            entries = [Current(DealRef(record_id, e["entry_id"]), None, record) for e in listed
+                       if self.list in (e.get("list_api_slug"), e.get("list_id"))]
         if not entries:
             raise SetupError(f"deal {record_id} has no entry on the list {self.list!r}: nothing to replay")
         return entries
@@ -140,7 +160,8 @@ class DealSource:
             # Deleted since the query listed it (deletes are permanent in Attio): nothing left to send.
             log.warning("deal %s was deleted in Attio while this run read it; skipped", ref.key)
             return []
-        values = [stage_value(v) for v in raw if v.get("status")]
+        with reading(f"GET {path}"):
+            values = [stage_value(v) for v in raw if v.get("status")]
         if all(v.title for v in values):
             return values
         titles = self._status_titles()
@@ -152,7 +173,8 @@ class DealSource:
             if self._titles is None:
                 target, identifier = self.target
                 statuses = self.client.statuses(target, identifier, self.attribute)
-                self._titles = {s["id"]["status_id"]: s.get("title") or "" for s in statuses}
+                with reading(f"GET /v2/{target}/{identifier}/attributes/{self.attribute}/statuses"):
+                    self._titles = {s["id"]["status_id"]: s.get("title") or "" for s in statuses}
             return self._titles
 
     def with_histories(self, currents: Iterable[Current], window: int | None = None
@@ -181,8 +203,9 @@ class DealSource:
         missing: list[str] = []
         for current in currents:
             record = current.record
-            if not self.list or (record.get("id", {}).get("record_id") == current.ref.record_id):
-                deals[current.ref.record_id] = deal_from_record(record)
+            if not self.list or ((record.get("id") or {}).get("record_id") == current.ref.record_id):
+                with reading(f"the {self.object} record {current.ref.record_id}"):
+                    deals[current.ref.record_id] = deal_from_record(record)
             else:
                 missing.append(current.ref.record_id)
         if missing:
@@ -190,10 +213,9 @@ class DealSource:
         return deals
 
     def deals_by_id(self, record_ids: Iterable[str]) -> dict[str, Deal]:
-        return {
-            deal.record_id: deal
-            for deal in map(deal_from_record, self.client.records_by_id(self.object, list(record_ids)))
-        }
+        records = self.client.records_by_id(self.object, list(record_ids))
+        with reading(f"POST /v2/objects/{self.object}/records/query"):
+            return {deal.record_id: deal for deal in map(deal_from_record, records)}
 
 
 def _chain(first: Page, rest: Iterator[Page]) -> Iterator[Page]:

@@ -14,7 +14,7 @@ import responses
 import yaml
 from openapi_core import Config, OpenAPI
 
-from sync import cli, http
+from sync import cli, clock, http
 from sync.config import SETTINGS
 from sync.sandbox import AttioSandbox, UsermavenCollector, Workspace
 from sync.sandbox.server import LoopbackServer, Request
@@ -88,10 +88,12 @@ def serve_through_responses(mock: responses.RequestsMock, sandbox: LoopbackServe
 
 
 @pytest.fixture
-def attio(mocked) -> AttioSandbox:
-    """An empty Attio workspace (the sandbox's), Attio's clock at NOW, served at BASE through `responses`."""
+def attio(mocked, monkeypatch: pytest.MonkeyPatch) -> AttioSandbox:
+    """An empty Attio workspace (the sandbox's), Attio's clock at NOW, served at BASE through `responses`.
+    This machine's clock agrees with Attio's unless a test says otherwise."""
     sandbox = AttioSandbox(Workspace.empty(clock=NOW), token=SECRETS["ATTIO_API_KEY"], rate_limit=None)
     serve_through_responses(mocked, sandbox)
+    monkeypatch.setattr(clock, "local_now", sandbox.workspace.now)
     return sandbox
 
 

@@ -81,14 +81,24 @@ class Services:
 
 @dataclass
 class Tally:
-    """A run's running counts and the delivery errors met on the way."""
+    """A run's running counts, the delivery errors met on the way, and whether it may still send."""
 
     counts: Counts = field(default_factory=Counts)
     errors: list[str] = field(default_factory=list)
+    sending: bool = True
 
     def add(self, counts: Counts | Iterable[Counts]) -> None:
         for each in [counts] if isinstance(counts, Counts) else counts:
             self.counts += each
+
+    def stopped(self, exc: DeliveryStopped) -> None:
+        """Delivery stopped. After a refusal, or a batch that may have reached Usermaven (a timeout), this
+        run sends nothing more: the batch stays pending for the next run, so it is sent at most once per run.
+        After an answer that says nothing was taken (503, 429, refused connection), the end of the run tries
+        again."""
+        self.errors.append(str(exc))
+        if exc.refused or exc.maybe_received:
+            self.sending = False
 
 
 # A command's own work; it returns a final message (nothing more to do: the baseline) or None to go on to
@@ -131,9 +141,9 @@ def run_backfill(config: Config, since: datetime, until: datetime | None, dry_ru
                 except DeliveryStopped as exc:
                     if exc.refused:
                         raise  # a refused token stops the backfill; what was committed stays, it resumes later
-                    tally.errors.append(str(exc))
-                    log.error("%s; the backfill goes on recording, and the events stay pending for the next run",
-                              exc)
+                    tally.stopped(exc)
+                    log.error("%s; the backfill goes on recording, and sends what is pending at its end%s", exc,
+                              "" if tally.sending else " (this batch: on the next run)")
                     delivering = False
         return None
 
@@ -255,25 +265,28 @@ def _work(s: Services, tally: Tally, work: Work, dry_run: bool, out: TextIO) -> 
         if final is None:
             tally.add(release_held(s.state, s.source, s.resolver, detected_before=started_at))
     except DeliveryStopped as exc:
-        tally.errors.append(str(exc))
+        tally.stopped(exc)
     finally:
         # Whatever was committed before an Attio failure or Ctrl-C is sent now, not left for the next run.
         if final is None:
             try:
                 if dry_run:
                     tally.add(print_pending(s.state, out))
-                else:
+                elif tally.sending:
                     tally.add(deliver(s.state, s.usermaven, s.config.usermaven_api_key))
             except DeliveryStopped as exc:
-                tally.errors.append(str(exc))
+                tally.stopped(exc)
     if final is not None:
         return EXIT_OK, final
+    # The exit code says how the run ended, not what it met on the way: a 503 retried with success is exit 0.
     counts = s.state.ledger.counts()
-    if tally.errors:
-        return EXIT_UNDELIVERED, (f"{'; '.join(dict.fromkeys(tally.errors))}; {counts['pending']} event(s) stay "
-                                  "pending for the next run")
+    errors = "; ".join(dict.fromkeys(tally.errors))
+    if counts["pending"]:
+        return EXIT_UNDELIVERED, f"{errors or 'not sent'}; {counts['pending']} event(s) stay pending for the next run"
     if tally.counts.failed:
         return EXIT_UNDELIVERED, f"{tally.counts.failed} event(s) failed; see `status`"
+    if errors:
+        log.warning("Usermaven failed on the way (%s); retried, and every event was delivered", errors)
     report_standing_conditions(s.state, counts)
     return EXIT_OK, ""
 

@@ -9,7 +9,13 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import TextIO
 
-from sync.errors import DeliveryStopped, UsermavenAuthError, UsermavenRejected, UsermavenUnavailable
+from sync.errors import (
+    DeliveryStopped,
+    UsermavenAuthError,
+    UsermavenRedirected,
+    UsermavenRejected,
+    UsermavenUnavailable,
+)
 from sync.events import for_display, for_sending, with_identity
 from sync.models import Counts, Identity
 from sync.resolve import Resolver
@@ -94,12 +100,12 @@ def _send(state: State, usermaven: UsermavenClient, api_key: str, rows: list[dic
     events = [for_sending(row["payload"], api_key) for row in rows]
     try:
         usermaven.send(events)
-    except UsermavenAuthError as exc:
+    except (UsermavenAuthError, UsermavenRedirected) as exc:
         raise DeliveryStopped(str(exc), refused=True) from None
     except UsermavenUnavailable as exc:
         with state.atomic():
             state.ledger.note_attempt(ids, str(exc))
-        raise DeliveryStopped(str(exc)) from None
+        raise DeliveryStopped(str(exc), maybe_received=exc.maybe_received) from None
     except UsermavenRejected as exc:
         if len(rows) > 1:
             counts = Counts()

@@ -86,12 +86,23 @@ class UsermavenRejected(UsermavenError):
 
 
 class UsermavenUnavailable(UsermavenError):
-    """Network failure or 5xx/429 after every retry: try again on a later run."""
+    """Network failure, or 5xx/429 after every retry: try again later. `maybe_received`: the request may
+    have reached Usermaven (a timeout, a 500), so it is not sent again in this run."""
+
+    def __init__(self, message: str, maybe_received: bool = False):
+        super().__init__(message)
+        self.maybe_received = maybe_received
+
+
+class UsermavenRedirected(UsermavenError):
+    """3xx: USERMAVEN_EVENTS_URL is not the event endpoint. Nothing more can be sent this run."""
 
 
 class DeliveryStopped(SyncError):
     """Usermaven cannot take events now (down, or the token refused); the rest stay pending."""
 
-    def __init__(self, message: str, refused: bool = False):
+    def __init__(self, message: str, refused: bool = False, maybe_received: bool = False):
         super().__init__(message)
-        self.refused = refused  # 401/403: a configuration problem, not a passing one
+        self.refused = refused  # 401/403 or a redirect: a configuration problem, not a passing one
+        # The last batch may have reached Usermaven: this run sends nothing more (at most one resend per run).
+        self.maybe_received = maybe_received

@@ -16,6 +16,8 @@ from urllib3.util.retry import Retry
 
 CONNECT_TIMEOUT = 10  # seconds; the read timeout is the SYNC_HTTP_TIMEOUT setting
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+# Answers that say the request was not taken: safe to resend even where a resend would duplicate.
+NOT_RECEIVED_STATUSES = (429, 503)
 BACKOFF_FACTOR = 0.5  # seconds; doubles each retry (the tests set it to 0)
 # urllib3 turns an HTTP-date Retry-After into seconds with the local clock: a clock far behind the server's
 # must not make one 429 wait for minutes.
@@ -92,17 +94,25 @@ def make_session(
     limiter: RateLimiter | None = None,
     retries: int = 6,
     pool_size: int = 16,
+    statuses: tuple[int, ...] = RETRY_STATUSES,
+    resend_if_maybe_received: bool = True,
 ) -> requests.Session:
-    """A Session whose adapter retries 429 (honouring Retry-After, HTTP date or seconds), 5xx and
-    connection errors with exponential backoff.
+    """A Session whose adapter retries 429 (honouring Retry-After, HTTP date or seconds), the `statuses`
+    and connection errors with exponential backoff.
 
-    Every verb is retried: Attio's POST queries are reads, and Usermaven drops a resent event by its id.
+    Every verb is retried: Attio's POST queries are reads. With `resend_if_maybe_received=False` (Usermaven,
+    where a resend may count twice) only what the server cannot have taken is retried: connection failures
+    and the `statuses`; a read timeout, a connection lost mid-answer or a redirect is not.
     """
     retry = _retry_class(stats, limiter)(
         total=retries,
+        connect=retries,
+        read=None if resend_if_maybe_received else False,
+        other=None if resend_if_maybe_received else False,
+        redirect=None if resend_if_maybe_received else False,
         backoff_factor=BACKOFF_FACTOR,
         backoff_max=30,
-        status_forcelist=RETRY_STATUSES,
+        status_forcelist=statuses,
         allowed_methods=None,
         respect_retry_after_header=True,
         raise_on_status=False,

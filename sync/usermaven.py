@@ -7,9 +7,10 @@ import logging
 from collections.abc import Sequence
 
 import requests
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 
-from sync.errors import UsermavenAuthError, UsermavenRejected, UsermavenUnavailable
-from sync.http import CONNECT_TIMEOUT, RequestStats, make_session
+from sync.errors import UsermavenAuthError, UsermavenRedirected, UsermavenRejected, UsermavenUnavailable
+from sync.http import CONNECT_TIMEOUT, NOT_RECEIVED_STATUSES, RequestStats, make_session
 from sync.redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -29,31 +30,53 @@ class UsermavenClient:
         self._params = {"token": f"{api_key}.{server_token}"}
         self.redact = redactor or Redactor([api_key, server_token, f"{api_key}.{server_token}"])
         self.stats = RequestStats()
-        self._session = make_session(self.stats, retries=4)
+        self._session = make_session(self.stats, retries=4, statuses=NOT_RECEIVED_STATUSES,
+                                     resend_if_maybe_received=False)
 
     def send(self, events: Sequence[dict]) -> None:
-        """Send one batch; return only when Usermaven answered 2xx, else raise a UsermavenError."""
+        """Send one batch; return only when Usermaven answered 2xx, else raise a UsermavenError.
+
+        Retried here only where Usermaven cannot have taken the batch (connection refused, 429, 503); a
+        UsermavenUnavailable says with `maybe_received` whether it may have (a timeout, a 500)."""
         body = json.dumps(list(events), ensure_ascii=False).encode("utf-8")
         self.stats.add(requests=1)
         try:
             response = self._session.post(
                 self.events_url, params=self._params, data=body,
-                headers={"Content-Type": "application/json"}, timeout=self.timeout,
+                headers={"Content-Type": "application/json"}, timeout=self.timeout, allow_redirects=False,
             )
         except requests.RequestException as exc:
-            raise UsermavenUnavailable(self.redact(f"Usermaven could not be reached ({type(exc).__name__}: {exc})")) \
-                from None
+            received = _maybe_received(exc)
+            what = "no answer came in time or the connection broke" if received else "could not be reached"
+            raise UsermavenUnavailable(self.redact(f"Usermaven {what} ({type(exc).__name__}: {exc})"),
+                                       maybe_received=received) from None
         # The URL holds the token: the log handler's redactor masks it (-v shows it as ***).
         log.debug("POST %s -> %s (%d events)", response.url, response.status_code, len(events))
         if response.status_code < 300:
             return
+        if response.status_code < 400:
+            # Never followed: requests would resend the POST as a GET and take any 200 for delivery.
+            where = response.headers.get("Location", "").split("?", 1)[0] or "nowhere"
+            raise UsermavenRedirected(self.redact(f"Usermaven answered {response.status_code}, a redirect to "
+                                                  f"{where}, not 200: check USERMAVEN_EVENTS_URL"))
         message = self.redact(_message(response))
         text = f"Usermaven answered {response.status_code}: {message}"
         if response.status_code in (401, 403):
             raise UsermavenAuthError(text + " — check USERMAVEN_API_KEY and USERMAVEN_SERVER_TOKEN")
         if response.status_code in (400, 413, 422):
             raise UsermavenRejected(text)
-        raise UsermavenUnavailable(text)
+        raise UsermavenUnavailable(text, maybe_received=response.status_code not in NOT_RECEIVED_STATUSES)
+
+
+def _maybe_received(exc: requests.RequestException) -> bool:
+    """Whether the request may have reached Usermaven: anything but a connection that never opened."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, MaxRetryError):
+        reason = reason.reason
+    # NewConnectionError (refused, unknown host) is a ConnectTimeoutError too.
+    return not isinstance(reason, ConnectTimeoutError)
 
 
 def _message(response: requests.Response) -> str:

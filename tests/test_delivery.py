@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import timedelta
 
-from tests.conftest import NOW, add_deal, ledger_rows, uid
+import pytest
+
+from sync.errors import UsermavenUnavailable
+from sync.sandbox import Faults, UsermavenCollector
+from sync.sandbox.server import Reply, json_reply
+from sync.usermaven import UsermavenClient
+from tests.conftest import NOW, SECRETS, USERMAVEN_BASE, add_deal, add_leads, ledger_rows, uid
 
 MINUTE = timedelta(minutes=1)
 
@@ -30,9 +37,11 @@ def test_events_go_in_batches_of_fifty(workspace, usermaven, run):
 def test_usermaven_500_then_success_on_next_run(workspace, usermaven, run, env):
     run("run")
     _moves(workspace, 3)
-    usermaven.answers = [(500, {"message": "internal error", "error": ""})] * 5  # every retry of this run
+    usermaven.answers = [(500, {"message": "internal error", "error": ""})]
     code, out, err = run("run")
     assert code == 1
+    # a 500 may come after Usermaven stored the batch: it is not POSTed again in this run
+    assert usermaven.requests == 1
     assert "Usermaven answered 500: internal error" in err
     assert "3 event(s) stay pending" in err
     rows = ledger_rows(env)
@@ -41,7 +50,7 @@ def test_usermaven_500_then_success_on_next_run(workspace, usermaven, run, env):
     assert usermaven.batches == []
     code, out, err = run("run")
     assert code == 0
-    assert len(usermaven.events) == 3
+    assert len(usermaven.events) == 3 and usermaven.requests == 2
     assert {r["state"] for r in ledger_rows(env)} == {"sent"}
 
 
@@ -84,3 +93,107 @@ def test_rejected_batch_is_split_and_only_the_bad_event_fails(workspace, usermav
     assert code == 0
     code, out, err = run("status")
     assert "event is over the size limit" in out
+
+
+# ---- a batch that may have reached Usermaven is not sent again in the same run ----
+
+
+def test_a_batch_answered_too_late_is_not_posted_again_in_the_run(attio, usermaven, run, env):
+    """Usermaven stored the first batch but its answer came after the timeout: the backfill goes on
+    recording, sends nothing more in this run, and the next run resends that batch once."""
+    add_leads(attio.workspace, "t", 120, days_back=200)
+    usermaven.fail_next(1, kind="timeout")  # takes the batch, answers too late
+    code, out, err = run("run", "--backfill", "--since", "2025-01-01")
+    assert code == 1 and "no answer came in time" in err and "120 event(s) stay pending" in err
+    assert usermaven.requests == 1  # raw POSTs: not one more in this run
+    first = [e["event_id"] for e in usermaven.events]
+    assert len(first) == 50 and len(set(first)) == 50
+    assert run("run")[0] == 0
+    delivered = Counter(e["event_id"] for e in usermaven.events)  # raw deliveries per id
+    assert len(delivered) == 120
+    assert {delivered[i] for i in first} == {2}  # once per run that saw the timeout, and no more
+    assert {n for i, n in delivered.items() if i not in first} == {1}
+    assert {r["state"] for r in ledger_rows(env)} == {"sent"}
+
+
+def test_a_short_503_retried_with_success_exits_0(attio, usermaven, run, env):
+    """The backfill's first batch met 503s past the retries; the run sent everything at its end."""
+    add_leads(attio.workspace, "s", 60, days_back=100)
+    usermaven.answers = [(503, {"message": "busy", "error": ""})] * 5  # a whole retry budget
+    code, out, err = run("run", "--backfill", "--since", "2025-01-01")
+    assert code == 0, err
+    assert "stay pending" not in err and "retried, and every event was delivered" in err
+    delivered = Counter(e["event_id"] for e in usermaven.events)
+    assert len(delivered) == 60 and set(delivered.values()) == {1}
+    assert {r["state"] for r in ledger_rows(env)} == {"sent"}
+
+
+def test_a_redirect_is_an_error_never_followed(workspace, usermaven, run, env, monkeypatch):
+    run("run")
+    _moves(workspace, 2)
+    seen: list[tuple[str, str]] = []
+
+    def dispatch(request):  # type: ignore[no-untyped-def]
+        seen.append((request.method, request.path))
+        if request.path == "/api/v1/s2s/event":
+            token = SECRETS["USERMAVEN_API_KEY"]
+            return Reply(301, headers={"Location": f"{USERMAVEN_BASE}/moved?token={token}"})
+        return json_reply(200, {"status": "ok"})  # what a followed redirect would be told
+
+    monkeypatch.setattr(usermaven, "dispatch", dispatch)
+    code, out, err = run("run")
+    assert code == 1
+    assert f"Usermaven answered 301, a redirect to {USERMAVEN_BASE}/moved" in err
+    assert "check USERMAVEN_EVENTS_URL" in err and "2 event(s) stay pending" in err
+    assert seen == [("POST", "/api/v1/s2s/event")]  # not followed
+    assert {r["state"] for r in ledger_rows(env)} == {"pending"}
+    for secret in SECRETS.values():
+        assert secret not in out + err
+
+
+@pytest.fixture
+def collector():
+    """The sandbox's Usermaven on loopback: real HTTP, so urllib3's retries are what is tested."""
+    with UsermavenCollector() as server:
+        server.faults = Faults(timeout_seconds=2)
+        yield server
+
+
+def _client(server: UsermavenCollector) -> UsermavenClient:
+    return UsermavenClient(server.events_url or "", server.api_key, server.server_token, timeout=1)
+
+
+EVENT = {"event_type": "Deal Stage Changed", "event_id": "e-1", "api_key": "sandbox-um-key"}
+
+
+def test_a_read_timeout_is_not_retried(collector):
+    collector.fail_next(1, kind="timeout")  # stores the batch, answers after 2 s
+    with pytest.raises(UsermavenUnavailable) as raised:
+        _client(collector).send([EVENT])
+    assert raised.value.maybe_received
+    assert collector.requests == 1 and len(collector.events) == 1
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_answers_that_say_nothing_was_taken_are_retried(collector, status):
+    collector.fail_next(2, status=status)
+    _client(collector).send([EVENT])
+    assert collector.requests == 3 and len(collector.events) == 1
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_answers_after_which_the_batch_may_be_stored_are_not_retried(collector, status):
+    collector.fail_next(1, status=status)
+    with pytest.raises(UsermavenUnavailable) as raised:
+        _client(collector).send([EVENT])
+    assert raised.value.maybe_received and collector.requests == 1
+
+
+def test_a_refused_connection_is_retried_and_says_nothing_was_received(collector):
+    url = collector.events_url or ""
+    collector.stop()
+    client = UsermavenClient(url, collector.api_key, collector.server_token, timeout=1)
+    with pytest.raises(UsermavenUnavailable) as raised:
+        client.send([EVENT])
+    assert not raised.value.maybe_received and "could not be reached" in str(raised.value)
+    assert client.stats.retries == 4

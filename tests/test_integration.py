@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -126,13 +127,15 @@ def assert_exchanges_match_the_spec(openapi, exchanges: list[tuple], host: str, 
     assert checked > 0 or not exchanges
 
 
-def assert_everything_delivered_once(s: Setup, since: datetime | None = None) -> None:
+def assert_everything_delivered_once(s: Setup, since: datetime | None = None, resends: int = 0) -> None:
+    """Every transition recorded, and delivered once — counting what Usermaven received, not distinct ids —
+    or at most `resends` more times (one per run that may have left a batch half-delivered)."""
     want = expected(s.workspace, since)
     assert s.recorded_keys() == want
-    sent = [(e["event_attributes"]["deal_id"], parse_time(e["event_attributes"]["stage_changed_at"]))
-            for e in s.usermaven.unique_events()]
-    assert len(sent) == len(set(sent))
-    assert set(sent) == {(record, at) for record, _, at in want - s.held_keys()}
+    delivered = Counter((e["event_attributes"]["deal_id"], parse_time(e["event_attributes"]["stage_changed_at"]))
+                        for e in s.usermaven.events)
+    assert set(delivered) == {(record, at) for record, _, at in want - s.held_keys()}
+    assert max(delivered.values(), default=1) <= 1 + resends, delivered.most_common(3)
     assert {r["state"] for r in s.ledger()} <= {"sent", "held"}
 
 
@@ -186,13 +189,17 @@ def test_faults_on_both_sides_end_with_everything_delivered(sandbox):
         if command == ("run",):
             s.workspace.move_deal(s.workspace.deal_ids()[5], "Won 🎉")
         for _ in range(15):
+            before = len(s.usermaven.events)
             codes.append(s.cli(*command, SYNC_HTTP_TIMEOUT="1").returncode)
+            in_this_run = [e["event_id"] for e in s.usermaven.events[before:]]
+            assert len(in_this_run) == len(set(in_this_run))  # no event POSTed twice in one run
             if codes[-1] == 0:
                 break
         assert codes[-1] == 0
     assert set(codes) <= {0, 1}
     assert s.attio.stats["faults"] > 0 and s.usermaven.stats["faults"] > 0
-    assert_everything_delivered_once(s)
+    # A batch Usermaven took but answered too late is sent again by the next run, and only then.
+    assert_everything_delivered_once(s, resends=codes.count(1))
 
 
 def test_killed_backfill_resumes_and_sends_everything_once(tmp_path):
@@ -214,7 +221,7 @@ def test_killed_backfill_resumes_and_sends_everything_once(tmp_path):
         reads_total = attio.stats["by_kind"]["record_values"]
         # Finished deals are not read again: only the batch in progress and the read-ahead window are.
         assert reads_total <= 400 + 50 + 32
-        assert_everything_delivered_once(s)
+        assert_everything_delivered_once(s, resends=1)  # the killed run
         # A kill between Usermaven's 200 and the commit may resend one batch, with the same ids.
         assert len(usermaven.events) - len(usermaven.unique_events()) <= 50
 
@@ -329,4 +336,6 @@ def test_dry_run_piped_into_head_stops_quietly(sandbox):
     assert len(result.stdout.splitlines()) == 2
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
     assert "the output was closed before every event was printed" in result.stderr
+    # what it wrote before `head` closed the pipe: at least the two lines head printed, not 0
+    assert int(re.search(r"(\d+) event\(s\) printed", result.stderr).group(1)) >= 2
     assert s.usermaven.events == []

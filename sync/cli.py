@@ -170,7 +170,7 @@ def run_command(args: argparse.Namespace, config: Config, out: TextIO | None = N
         return commands.replay_deal(config, args.deal_id, since, args.dry_run, out).code
     if not args.backfill:
         if since or until:
-            raise UsageError("--since and --until go with --backfill (or with replay)")
+            raise UsageError("--since and --until go with --backfill (replay DEAL_ID takes --since, not --until)")
         return commands.run_poll(config, args.dry_run, out).code
     if since is None:
         raise UsageError("--backfill needs --since DATE: the first moment whose stage changes to send")

@@ -37,7 +37,7 @@ from sync.errors import (
 )
 from sync.events import EventSettings
 from sync.healthcheck import Healthcheck
-from sync.lock import StateLock
+from sync.lock import StateLock, lock_holder
 from sync.logformat import new_run_id, running
 from sync.models import Counts
 from sync.poll import poll, record_baseline
@@ -110,10 +110,16 @@ def run_poll(config: Config, dry_run: bool = False, out: TextIO | None = None) -
     """`run`: one incremental poll; on an empty state, the baseline (nothing sent)."""
 
     def work(s: Services, tally: Tally) -> str | None:
+        # A dry run takes no lock: a backfill under way holds it and is running, not unfinished.
+        holder = lock_holder(config.state_db) if dry_run else None
         for unfinished in s.state.backfills.unfinished():
-            log.warning("a backfill started %s did not finish (%d deals done); resume it with: %s",
-                        unfinished["started_at"][:19].replace("T", " "), unfinished["deals_done"],
-                        resume_command(unfinished))
+            started = unfinished["started_at"][:19].replace("T", " ")
+            if holder and "(backfill)" in holder:
+                log.info("a backfill started %s is running (%s; %d deals done so far); this dry run shows "
+                         "what is committed now", started, holder, unfinished["deals_done"])
+            else:
+                log.warning("a backfill started %s did not finish (%d deals done); resume it with: %s",
+                            started, unfinished["deals_done"], resume_command(unfinished))
         if s.state.checkpoints.get(POLL) is None:
             counts = record_baseline(s.state, s.source)
             tally.add(counts)
@@ -162,12 +168,12 @@ def replay_deal(config: Config, record_id: str, since: datetime | None, dry_run:
 
 
 @contextmanager
-def _locked_state(config: Config, dry_run: bool) -> Iterator[State]:
+def _locked_state(config: Config, dry_run: bool, command: str) -> Iterator[State]:
     """The state, opened under its lock (a dry run: an in-memory copy, no lock). Raises LockHeld or StateError."""
     with ExitStack() as stack:
         try:
             if not dry_run:
-                stack.enter_context(StateLock(config.state_db))
+                stack.enter_context(StateLock(config.state_db, command))
             state = open_state(config.state_db, dry_run=dry_run)
         except (OSError, sqlite3.Error) as exc:
             raise StateError(f"cannot open the state at {config.state_db} ({exc}): check --state or SYNC_STATE_DB, "
@@ -203,7 +209,7 @@ def _pinged(check: Healthcheck, command: str, config: Config, out: TextIO | None
 def _execute_run(command: str, config: Config, dry_run: bool, out: TextIO | None, work: Work,
                  on_start: Callable[[], object] | None = None) -> Report:
     redactor = Redactor(config.secrets)
-    with _locked_state(config, dry_run) as state:
+    with _locked_state(config, dry_run, command) as state:
         if on_start is not None:
             on_start()
         attio = AttioClient(config.attio_base_url, config.attio_api_key, config.attio_max_rps, redactor,
@@ -235,7 +241,8 @@ def _execute_run(command: str, config: Config, dry_run: bool, out: TextIO | None
         except BrokenPipeError:
             # `--dry-run | head`: the reader has all it wanted. Point stdout at /dev/null so that Python's own
             # flush at exit does not fail again.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            if out is None or out is sys.stdout:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             code, message = EXIT_OK, "the output was closed before every event was printed (dry run: nothing sent)"
         except Exception as exc:  # a bug: report it, redacted, rather than die with the token in a traceback
             log.debug("internal error", exc_info=True)
@@ -342,7 +349,7 @@ def send_test_event(config: Config, at: datetime | None, resend: bool) -> Canary
     """`check --send-test-event`: one test event with `_timestamp` at `at`, or (`resend`) the last one again
     with the same id. Raises a UsermavenError when Usermaven does not take it."""
     redactor = Redactor(config.secrets)
-    with _locked_state(config, dry_run=False) as state:
+    with _locked_state(config, dry_run=False, command="check") as state:
         if resend:
             event = state.canaries.last()
             if event is None:

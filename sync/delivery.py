@@ -81,18 +81,23 @@ def deliver(state: State, usermaven: UsermavenClient, api_key: str, min_batch: i
             yield _send(state, usermaven, api_key, [chunk[i] for i in indexes])
 
 
-def print_pending(state: State, out: TextIO) -> Counts:
-    """A dry run's delivery: print every pending event once (one JSON object per line) instead of sending.
-    Its state is a throwaway copy, where the printed rows are marked sent so they are printed once."""
-    printed = 0
+def print_pending(state: State, out: TextIO) -> Iterator[Counts]:
+    """A dry run's delivery: print every pending event once (one JSON object per line) instead of sending,
+    yielding what was printed. Its state is a throwaway copy, where the printed rows are marked sent so they
+    are printed once. A closed output (`| head`) raises BrokenPipeError after the count of what it took."""
     for chunk in state.ledger.iter_pending():
-        for row in chunk:
-            out.write(json.dumps(for_display(row["payload"]), ensure_ascii=False) + "\n")
-            printed += 1
-        out.flush()
+        printed = 0
+        try:
+            for row in chunk:
+                out.write(json.dumps(for_display(row["payload"]), ensure_ascii=False) + "\n")
+                out.flush()  # line by line: the count is what the reader was given
+                printed += 1
+        except BrokenPipeError:
+            yield Counts(printed=printed)
+            raise
         with state.atomic():
             state.ledger.mark_sent([row["event_id"] for row in chunk])
-    return Counts(printed=printed)
+        yield Counts(printed=printed)
 
 
 def _send(state: State, usermaven: UsermavenClient, api_key: str, rows: list[dict]) -> Counts:

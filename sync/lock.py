@@ -11,11 +11,37 @@ from types import TracebackType
 from sync.errors import LockHeld
 
 
+def lock_path(state_path: Path) -> Path:
+    """The lock file of a state database, beside the file the path really names: the same database reached
+    through a symlink, or a relative path, takes the same lock."""
+    real = state_path.resolve()
+    return real.with_name(real.name + ".lock")
+
+
+def lock_holder(state_path: Path) -> str | None:
+    """Who holds the lock on this state now ("pid 123 (backfill), since ..."), or None if nobody does."""
+    try:
+        fd = os.open(lock_path(state_path), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        # A shared probe, released at once: it never stands in the way of a real run for longer than the call.
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "an unknown process"
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 class StateLock:
     """Exclusive, non-blocking lock beside the state database. Released by the OS if the holder dies."""
 
-    def __init__(self, state_path: Path):
-        self.path = state_path.with_name(state_path.name + ".lock")
+    def __init__(self, state_path: Path, command: str = ""):
+        self.path = lock_path(state_path)
+        self.command = command
         self._fd: int | None = None
 
     def __enter__(self) -> StateLock:
@@ -29,7 +55,8 @@ class StateLock:
             raise LockHeld(f"another run holds the lock on {self.path} ({holder}); "
                            "wait for it to finish, or stop it if it is stuck") from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}, since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC\n".encode(), 0)
+        what = f" ({self.command})" if self.command else ""
+        os.pwrite(fd, f"pid {os.getpid()}{what}, since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC\n".encode(), 0)
         self._fd = fd
         return self
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from sync.lock import StateLock
-from tests.conftest import NOW, SECRETS, uid
+from tests.conftest import NOW, SECRETS, add_leads, uid
 
 
 def test_missing_config_exits_2_naming_each_key(run, monkeypatch, attio, mocked):
@@ -178,10 +178,9 @@ def test_unusable_state_path_exits_2(run, tmp_path, attio):
     assert code == 2 and "cannot open the state" in err and "Traceback" not in err
     not_sqlite = tmp_path / "notes.db"
     not_sqlite.write_text("these are my notes, not a database " * 100)
-    code, out, err = run("status", "--state", str(not_sqlite))
-    assert code == 2 and "cannot read the state database" in err
-    code, out, err = run("run", "--state", str(not_sqlite))
-    assert code == 2 and "cannot open the state" in err
+    for command in ("status", "run"):
+        code, out, err = run(command, "--state", str(not_sqlite))
+        assert code == 2 and "it is not a readable SQLite database" in err and "Traceback" not in err
 
 
 def test_rates_that_would_disable_or_freeze_the_limiter_exit_2(run, monkeypatch):
@@ -211,3 +210,137 @@ def test_demo_refuses_a_workspace_too_small_or_too_large(run):
     for value in ("3", "0", "-5", "50000"):
         code, out, err = run("demo", "--deals", value)
         assert code == 2 and "--deals must be from 20 to 20000" in err and "Traceback" not in err
+
+
+# ---- the lock follows the file, not how its path is spelled ----
+
+
+def test_the_same_state_through_a_symlink_takes_the_same_lock(run, env, workspace, usermaven, tmp_path):
+    assert run("run")[0] == 0
+    real = Path(env["SYNC_STATE_DB"])
+    (tmp_path / "elsewhere").mkdir()
+    linked_file = tmp_path / "elsewhere" / "sync.db"
+    linked_file.symlink_to(real)
+    linked_folder = tmp_path / "linked"
+    linked_folder.symlink_to(real.parent)
+    with StateLock(real):
+        for path in (linked_file, linked_folder / "sync.db"):
+            code, out, err = run("run", "--state", str(path))
+            assert code == 75, (path, err)
+    with StateLock(linked_file):
+        assert run("run")[0] == 75
+    assert run("run", "--state", str(linked_file))[0] == 0  # released
+
+
+# ---- messages that stay readable and name the cause ----
+
+
+def test_secret_masking_never_garbles_messages_when_settings_are_empty_or_short(run, monkeypatch, tmp_path):
+    nowhere = tmp_path / "state.d" / "none.db"
+    for name in ("USERMAVEN_API_KEY", "USERMAVEN_SERVER_TOKEN"):
+        monkeypatch.delenv(name)
+    code, out, err = run("status", "--state", str(nowhere))
+    assert code == 2 and f"no state database at {nowhere}: check --state or SYNC_STATE_DB" in err
+    monkeypatch.setenv("USERMAVEN_API_KEY", "c")
+    monkeypatch.setenv("USERMAVEN_SERVER_TOKEN", "e")
+    code, out, err = run("status", "--state", str(nowhere))
+    assert f"no state database at {nowhere}: check --state or SYNC_STATE_DB, or create it" in err
+    assert "***" not in err
+
+
+def test_the_redactor_masks_real_secrets_and_leaves_empty_or_short_values_alone():
+    from sync.redact import Redactor
+
+    redact = Redactor(["", ".", "c", "ab12", SECRETS["ATTIO_API_KEY"]])
+    text = "check the state at ./state.db (ab12)"
+    assert redact(text) == text
+    assert redact(f"Bearer {SECRETS['ATTIO_API_KEY']}") == "Bearer ***"
+
+
+def answer_once(attio, monkeypatch, path: str, body: object) -> None:
+    """The next answer to a request for `path` is a 200 with `body`, whatever Attio would have said."""
+    answer, left = attio.dispatch, [1]
+
+    def dispatch(request):  # type: ignore[no-untyped-def]
+        reply = answer(request)
+        if request.path == path and left[0]:
+            left[0] -= 1
+            reply.status, reply.body = 200, json.dumps(body).encode()
+        return reply
+
+    monkeypatch.setattr(attio, "dispatch", dispatch)
+
+
+def test_an_attio_answer_of_the_wrong_shape_names_the_endpoint(run, attio, workspace, usermaven, monkeypatch):
+    assert run("run")[0] == 0
+    answer_once(attio, monkeypatch, "/v2/objects/deals/records/query", {"data": [{"name": "not a record"}]})
+    code, out, err = run("run")
+    assert code == 1 and "internal error" not in err
+    assert "Attio answered POST /v2/objects/deals/records/query with an item without the field 'id'" in err
+    assert "check that ATTIO_BASE_URL is Attio's API root" in err
+    answer_once(attio, monkeypatch, "/v2/objects/deals/records/query", {"data": ["a", "b"]})
+    code, out, err = run("run")
+    assert code == 1 and "Attio answered POST /v2/objects/deals/records/query with a field of another type" in err
+
+
+def test_a_history_of_the_wrong_shape_names_the_endpoint(run, attio, workspace, usermaven, monkeypatch):
+    assert run("run")[0] == 0
+    workspace.move_deal(uid("d1"), "Demo", NOW.replace(minute=1))
+    workspace.clock = NOW.replace(minute=5)
+    path = f"/v2/objects/deals/records/{uid('d1')}/attributes/stage/values"
+    answer_once(attio, monkeypatch, path, {"data": [{"status": {"title": "Demo"}, "active_from": "2026-03-01T12:01Z"}]})
+    code, out, err = run("run")
+    assert code == 1 and "internal error" not in err
+    assert f"Attio answered GET {path} with an item without the field 'id'" in err
+
+
+def test_until_without_backfill_says_what_each_command_takes(run):
+    code, out, err = run("run", "--until", "2024-01-01")
+    assert code == 2
+    assert "--since and --until go with --backfill (replay DEAL_ID takes --since, not --until)" in err
+
+
+def test_a_dry_run_during_a_running_backfill_does_not_call_it_unfinished(run, env, workspace, usermaven):
+    import sqlite3
+
+    assert run("run")[0] == 0
+    conn = sqlite3.connect(env["SYNC_STATE_DB"])
+    with conn:
+        conn.execute("insert into backfills (id, since, until, started_at) values "
+                     "('b1', '2025-06-01T00:00:00.000000Z', null, '2026-03-01T11:00:00.000000Z')")
+    conn.close()
+    with StateLock(Path(env["SYNC_STATE_DB"]), "backfill"):
+        code, out, err = run("run", "--dry-run")
+    assert code == 0
+    assert "a backfill started 2026-03-01 11:00:00 is running" in err and f"pid {os.getpid()} (backfill)" in err
+    assert "did not finish" not in err
+    code, out, err = run("run", "--dry-run")  # nobody holds the lock: it was killed
+    assert "did not finish" in err and "resume it with" in err
+
+
+def test_a_dry_run_cut_short_reports_what_it_printed(env, workspace):
+    from datetime import UTC, datetime
+
+    from sync import commands
+    from sync.config import load_config
+
+    class ClosedAfter:
+        def __init__(self, lines: int):
+            self.left, self.lines = lines, []
+
+        def write(self, text: str) -> None:
+            if not self.left:
+                raise BrokenPipeError(32, "Broken pipe")
+            self.left -= 1
+            self.lines.append(text)
+
+        def flush(self) -> None:
+            pass
+
+    add_leads(workspace, "h", 30, days_back=60)
+    out = ClosedAfter(10)
+    report = commands.run_backfill(load_config(os.environ), datetime(2020, 1, 1, tzinfo=UTC), None, dry_run=True,
+                                   out=out)  # type: ignore[arg-type]
+    assert report.code == 0 and "the output was closed" in report.message
+    assert len(out.lines) == 10 and report.counts.printed == 10
+    assert "10 event(s) printed" in commands.summary_line(report, dry_run=True)

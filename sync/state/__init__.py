@@ -10,6 +10,8 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
+from sync import __version__
+from sync.errors import StateError
 from sync.state.backfills import Backfills
 from sync.state.canaries import Canaries
 from sync.state.checkpoints import Checkpoints
@@ -42,9 +44,89 @@ class State:
 
 
 def open_state(path: Path, dry_run: bool = False) -> State:
-    """Open (creating if needed) the state at `path`; a dry run works on an in-memory copy instead."""
+    """Open (creating if needed) the state at `path`; a dry run works on an in-memory copy instead.
+
+    An existing file is checked first, read-only (see `check_file`): a file this version cannot use raises
+    StateError before anything is written to it."""
+    if path.exists() and path.stat().st_size > 0:
+        check_file(path)
     conn = _connect_copy(path) if dry_run else _connect_file(path)
     return State(Database(conn))
+
+
+def check_file(path: Path) -> None:
+    """Raise StateError if the file at `path` is not a state this version can use: damaged (SQLite's quick
+    check), made by a newer version (a migration this one does not know), or lacking a table or column its
+    migrations made. Reads only."""
+    advice = "the file was not changed"
+    try:
+        conn = _read_only(path)
+    except sqlite3.Error as exc:
+        raise StateError(f"cannot open the state at {path} ({exc}): check --state or SYNC_STATE_DB") from None
+    try:
+        problem = _problem(conn)
+    except sqlite3.DatabaseError as exc:
+        if "not a database" in str(exc):
+            problem = f"is not a readable SQLite database ({exc})"
+        else:
+            problem = f"is damaged (SQLite: {exc}): {DAMAGED}"
+    finally:
+        conn.close()
+    if problem:
+        raise StateError(f"cannot use the state file {path}: it {problem}; {advice}")
+
+
+DAMAGED = ("restore it from a backup, or move it aside and start again: `run` records a new baseline, and "
+           "`run --backfill --since DATE` sends what happened since the last good run (a resend carries the same "
+           "event ids)")
+
+
+def _problem(conn: sqlite3.Connection) -> str | None:
+    check = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+    if check != ["ok"]:
+        return f"is damaged (SQLite's quick check: {'; '.join(check)}): {DAMAGED}"
+    tables = {row[0] for row in conn.execute("select name from sqlite_master where type = 'table'")}
+    if not tables:
+        return None  # a new, empty file
+    if "_sqlite_migrations" not in tables:
+        return (f"is not an attio-usermaven-sync state file (its tables: {', '.join(sorted(tables))}): point "
+                "--state or SYNC_STATE_DB at the sync's own file, or at a new path")
+    applied = [row[0] for row in conn.execute(
+        "select name from _sqlite_migrations where migration_set = ? order by rowid", [migrations.name])]
+    known = _known_migrations()
+    unknown = [name for name in applied if name not in known]
+    if unknown:
+        return (f"was made by a newer version of attio-usermaven-sync (migration {', '.join(unknown)}, which "
+                f"version {__version__} does not know): upgrade attio-usermaven-sync, or point --state at another file")
+    missing = sorted(f"{table}.{column}" if column else table
+               for table, columns in _schema_after(applied).items()
+                     for column in ([None] if table not in tables else columns - _columns(conn, table)))
+    if missing:
+        return (f"lacks what its migrations made ({', '.join(missing)}): it was changed by another program or by "
+                f"hand; {DAMAGED}")
+    return None
+
+
+def _known_migrations() -> list[str]:
+    return [m.name for m in migrations.pending(Database(memory=True))]
+
+
+def _schema_after(applied: list[str]) -> dict[str, set[str]]:
+    """The tables and columns the migrations in `applied` make, read from an in-memory database."""
+    db = Database(memory=True)
+    later = [name for name in _known_migrations() if name not in applied]
+    migrations.apply(db, stop_before=later or None)
+    schema = {table: _columns(db.conn, table) for table in db.table_names() if not table.startswith("_")}
+    db.close()
+    return schema
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info([{table}])")}
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
 
 
 def _connect_file(path: Path) -> sqlite3.Connection:
@@ -52,7 +134,12 @@ def _connect_file(path: Path) -> sqlite3.Connection:
     # Created 0600 before SQLite opens it: it holds people's emails. SQLite gives its journal the same mode.
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        conn.close()
+        raise StateError(f"SQLite could not put the state file {path} in WAL mode (it stays in {mode!r} mode): keep "
+                         "the state on a local disk; WAL, which keeps a killed run from damaging it, does not work "
+                         "on network file systems")
     conn.execute("PRAGMA synchronous=FULL")
     return conn
 
@@ -61,7 +148,7 @@ def _connect_copy(path: Path) -> sqlite3.Connection:
     """An in-memory copy of the state (empty if there is none): a dry run works on it and the file is untouched."""
     memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
     if path.exists():
-        source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        source = _read_only(path)
         try:
             source.backup(memory)
         finally:

@@ -1,0 +1,116 @@
+"""A state file this version cannot use — damaged, made by a newer version, changed by hand, or on a file
+system without WAL — stops every command with exit 2 before any network call, and is never modified."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from sync import state as state_module
+from tests.conftest import NOW, add_leads, uid
+
+COMMANDS = [("run",), ("run", "--dry-run"), ("run", "--backfill", "--since", "2020-01-01"), ("replay", uid("d1")),
+            ("status",)]
+
+
+@pytest.fixture
+def state_file(workspace, usermaven, run, env) -> Path:
+    """A real state file: a baseline, a few hundred deals, some sent events."""
+    add_leads(workspace, "s", 300, days_back=400)
+    assert run("run", "--backfill", "--since", "2025-06-01")[0] == 0
+    path = Path(env["SYNC_STATE_DB"])
+    assert not Path(f"{path}-wal").exists() or Path(f"{path}-wal").stat().st_size == 0
+    return path
+
+
+def _refused_untouched(run, mocked, path: Path, expected: str) -> None:
+    before = path.read_bytes()
+    calls = len(mocked.calls)
+    for command in COMMANDS:
+        code, out, err = run(*command)
+        assert code == 2, (command, err)
+        assert f"cannot use the state file {path}" in err and expected in err, (command, err)
+        assert "the file was not changed" in err and "Traceback" not in err and "internal error" not in err
+        assert len(mocked.calls) == calls, command  # no network call
+        assert path.read_bytes() == before, command
+
+
+def test_a_damaged_state_file_exits_2_and_is_left_as_it_is(state_file, run, mocked):
+    data = bytearray(state_file.read_bytes())
+    page = 4096
+    assert len(data) > 8 * page
+    data[2 * page:6 * page] = b"\xde\xad\xbe\xef" * page  # tables' pages; page 1 (the schema) stays readable
+    state_file.write_bytes(bytes(data))
+    _refused_untouched(run, mocked, state_file, "is damaged")
+    code, out, err = run("run")
+    assert "restore it from a backup" in err and "run --backfill --since DATE" in err
+
+
+def test_a_state_file_from_a_newer_version_exits_2_and_is_left_as_it_is(state_file, run, mocked):
+    conn = sqlite3.connect(state_file)
+    with conn:
+        conn.execute("insert into _sqlite_migrations (migration_set, name, applied_at) "
+                     "values ('attio-usermaven-sync', 'm003_ledger_body', '2027-01-01 00:00:00')")
+        conn.execute("alter table ledger rename column payload to body")
+    conn.close()
+    _refused_untouched(run, mocked, state_file, "was made by a newer version of attio-usermaven-sync "
+                                                   "(migration m003_ledger_body")
+    assert "upgrade attio-usermaven-sync" in run("run")[2]
+
+
+def test_a_state_file_missing_a_column_exits_2_and_is_left_as_it_is(state_file, run, mocked):
+    conn = sqlite3.connect(state_file)
+    with conn:
+        conn.execute("alter table ledger rename column payload to body")
+        conn.execute("drop table backfill_done")
+    conn.close()
+    _refused_untouched(run, mocked, state_file, "lacks what its migrations made (backfill_done, ledger.payload)")
+
+
+def test_another_programs_database_exits_2(run, mocked, workspace, tmp_path):
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    with conn:
+        conn.execute("create table notes (id integer primary key, text text)")
+    conn.close()
+    before = other.read_bytes()
+    code, out, err = run("run", "--state", str(other))
+    assert code == 2 and "is not an attio-usermaven-sync state file (its tables: notes)" in err
+    assert other.read_bytes() == before and len(mocked.calls) == 0
+
+
+def test_a_state_file_from_an_older_version_is_upgraded(workspace, usermaven, run, env):
+    """Only the first migration applied (before `checked_at` existed): the check lets it through and the
+    run applies the rest."""
+    path = Path(env["SYNC_STATE_DB"])
+    path.parent.mkdir(parents=True)
+    from sqlite_utils import Database
+
+    db = Database(path)
+    state_module.migrations.apply(db, stop_before="m002_held_checked_at")
+    db.close()
+    assert run("run")[0] == 0
+    conn = sqlite3.connect(path)
+    try:
+        assert "checked_at" in {row[1] for row in conn.execute("pragma table_info(ledger)")}
+    finally:
+        conn.close()
+    workspace.move_deal(uid("d1"), "Demo", NOW.replace(minute=1))
+    workspace.clock = NOW.replace(minute=5)
+    assert run("run")[0] == 0 and len(usermaven.events) == 1
+
+
+def test_a_state_where_wal_cannot_be_set_exits_2(run, env, mocked, workspace, monkeypatch):
+    """On a network file system SQLite keeps the old journal mode; seen here as an in-memory database does."""
+    connect = sqlite3.connect
+
+    def without_wal(database, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return connect(":memory:" if str(database) == env["SYNC_STATE_DB"] else database, *args, **kwargs)
+
+    monkeypatch.setattr(state_module.sqlite3, "connect", without_wal)
+    code, out, err = run("run")
+    assert code == 2 and "could not put the state file" in err and "in WAL mode" in err
+    assert "keep the state on a local disk" in err
+    assert len(mocked.calls) == 0

@@ -47,7 +47,7 @@ class UsermavenClient:
             )
         except requests.RequestException as exc:
             received = _maybe_received(exc)
-            what = "no answer came in time or the connection broke" if received else "could not be reached"
+            what = "did not answer in time, or the connection broke," if received else "could not be reached"
             raise UsermavenUnavailable(self.redact(f"Usermaven {what} ({type(exc).__name__}: {exc})"),
                                        maybe_received=received) from None
         # The URL holds the token: the log handler's redactor masks it (-v shows it as ***).

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 from sync.clock import MIN_OVERLAP_SECONDS
 from sync.errors import ConfigError
+from sync.redact import MIN_SECRET_LENGTH
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,10 @@ def load_config(
         if setting.required and need_credentials and not raw[setting.name]:
             where = " or in the --config file" if config_file else ""
             problems.append(f"{setting.name} is not set: set it in the environment{where}")
+        elif setting.secret and raw[setting.name] and len(raw[setting.name] or "") < MIN_SECRET_LENGTH:
+            # Shorter values cannot be masked in messages without garbling them (see redact.py).
+            problems.append(f"{setting.name} is shorter than {MIN_SECRET_LENGTH} characters, which no real key, "
+                            "token or ping URL is: copy the whole value")
 
     for name in ("ATTIO_BASE_URL", "USERMAVEN_EVENTS_URL", "USERMAVEN_SITE_URL"):
         url = raw[name]

@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from sync.errors import ConfigError
 from sync.lock import StateLock
 from tests.conftest import NOW, SECRETS, add_leads, uid
 
@@ -241,11 +244,24 @@ def test_secret_masking_never_garbles_messages_when_settings_are_empty_or_short(
         monkeypatch.delenv(name)
     code, out, err = run("status", "--state", str(nowhere))
     assert code == 2 and f"no state database at {nowhere}: check --state or SYNC_STATE_DB" in err
+    assert "***" not in err
+    # A one-letter "key" could not be masked without garbling every word: it is refused, readably.
     monkeypatch.setenv("USERMAVEN_API_KEY", "c")
     monkeypatch.setenv("USERMAVEN_SERVER_TOKEN", "e")
     code, out, err = run("status", "--state", str(nowhere))
-    assert f"no state database at {nowhere}: check --state or SYNC_STATE_DB, or create it" in err
+    assert code == 2
+    assert "USERMAVEN_API_KEY is shorter than 8 characters, which no real key, token or ping URL is" in err
+    assert "USERMAVEN_SERVER_TOKEN is shorter than 8 characters" in err
     assert "***" not in err
+
+
+def test_a_secret_too_short_to_mask_is_a_configuration_error(env):
+    from sync.config import load_config
+
+    for name in ("ATTIO_API_KEY", "USERMAVEN_API_KEY", "USERMAVEN_SERVER_TOKEN"):
+        with pytest.raises(ConfigError, match=f"{name} is shorter than 8 characters"):
+            load_config({**env, name: "abc1234"})
+        assert load_config({**env, name: "abcd1234"}) is not None
 
 
 def test_the_redactor_masks_real_secrets_and_leaves_empty_or_short_values_alone():

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from sync.attio import AttioClient
 from sync.config import Config
-from sync.errors import AttioAuthError, AttioError, AttioNotFound
+from sync.errors import AttioAuthError, AttioError, AttioNotFound, StateError
+from sync.state import check_file
 
 TEST_EVENT_TYPE = "attio-usermaven-sync test"
 TEST_USER_ID = "attio-usermaven-sync-test"
@@ -125,10 +126,18 @@ def state_writable(path: Path) -> Finding:
     """Whether the state file (and its lock and journal beside it) can be created or written, creating nothing."""
     what = "state"
     if path.exists():
+        if not path.is_file():
+            return Finding(False, what, f"{path} is not a file: set --state or SYNC_STATE_DB to a file name")
         ok = os.access(path, os.R_OK | os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)
-        return Finding(ok, what, f"{path} exists and is writable" if ok else
-                       f"{path} (or its folder, for the lock and journal) is not writable by this user: run as "
-                       "the user that runs the schedule, or fix the owner")
+        if not ok:
+            return Finding(False, what, f"{path} (or its folder, for the lock and journal) is not writable by this "
+                           "user: run as the user that runs the schedule, or fix the owner")
+        try:
+            if path.stat().st_size > 0:
+                check_file(path)
+        except StateError as exc:
+            return Finding(False, what, str(exc))
+        return Finding(True, what, f"{path} exists, is a state this version can use, and is writable")
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent

@@ -18,7 +18,7 @@ from sync.check import SetupReport
 from sync.config import Config, load_config
 from sync.demo import demo
 from sync.duration import parse_duration, parse_every
-from sync.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, SyncError, UsageError
+from sync.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNDELIVERED, EXIT_USAGE, SyncError, UsageError
 from sync.logformat import FORMATS, RunFields, make_handler
 from sync.redact import Redactor
 from sync.scheduler import run_every
@@ -31,10 +31,10 @@ def parse_moment(text: str, option: str) -> datetime:
     """A date or ISO 8601 timestamp (naive = UTC) that is not in the future."""
     try:
         moment = isoparse(text)
-    except ValueError:
-        raise UsageError(f"{option} {text!r} is not a date or ISO 8601 timestamp: use e.g. 2024-01-01 "
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise UsageError(f"{option} {text!r} is not a date or ISO 8601 timestamp in range: use e.g. 2024-01-01 "
                          "or 2024-01-01T09:30:00Z") from None
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     if moment > datetime.now(UTC):
         raise UsageError(f"{option} {text} is in the future: give a moment in the past")
     return moment
@@ -137,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: one line through the redactor (the traceback with -v), never a raw traceback
+        log.debug("internal error", exc_info=True)
+        log.error("internal error: %s: %s (please report it; -v shows where)", type(exc).__name__, exc)
+        return EXIT_UNDELIVERED
 
 
 def dispatch(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -151,7 +155,7 @@ def dispatch(args: argparse.Namespace, out: TextIO | None = None) -> int:
         (out or sys.stdout).write(health.line + "\n")
         return health.code
     if args.command == "status":
-        report = read_status(config.state_db)
+        report = read_status(config.state_db, config.config_file)
         (out or sys.stdout).write(json.dumps(report, indent=2, ensure_ascii=False) + "\n" if args.json
                                   else format_status(report) + "\n")
         return EXIT_OK
@@ -184,6 +188,9 @@ def check_command(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     """`check [--send-test-event [--at DATE] [--resend]]`: the report, then the canary if asked and all is well."""
     if (args.at or args.resend) and not args.send_test_event:
         raise UsageError("--at and --resend go with --send-test-event")
+    if args.send_test_event and args.dry_run:
+        raise UsageError("--send-test-event sends a real event, so it has no --dry-run: run `check` alone to see "
+                         "the report without sending anything")
     at = parse_moment(args.at, "--at") if args.at else None
     report = commands.check_configuration(config)
     out.write(format_setup_report(report, config) + "\n")
@@ -202,6 +209,8 @@ def format_setup_report(report: SetupReport, config: Config) -> str:
         lines.append(f"Stages of {target}.{config.attio_stage_attribute} (status id, then the title as "
                      "deal_stage and previous_stage will show it):")
         lines += [f"  {s.status_id}  {s.title}{'  (archived)' if s.archived else ''}" for s in report.stages]
+    lines.append("Usermaven is not contacted by `check`: `check --send-test-event` checks USERMAVEN_API_KEY and "
+                 "USERMAVEN_SERVER_TOKEN by sending one test event.")
     failed = sum(not f.ok for f in report.findings)
     lines.append(f"All {len(report.findings)} checks passed." if not failed else
                  f"{failed} of {len(report.findings)} checks failed: fix what they say, then run "

@@ -117,9 +117,10 @@ def run_poll(config: Config, dry_run: bool = False, out: TextIO | None = None) -
             if holder and "(backfill)" in holder:
                 log.info("a backfill started %s is running (%s; %d deals done so far); this dry run shows "
                          "what is committed now", started, holder, unfinished["deals_done"])
-            else:
-                log.warning("a backfill started %s did not finish (%d deals done); resume it with: %s",
-                            started, unfinished["deals_done"], resume_command(unfinished))
+            elif s.state.notices.due(f"unfinished backfill {unfinished['id']}", str(unfinished["deals_done"])):
+                # A standing condition: said when it changes and once a day, not on every poll.
+                log.warning("a backfill started %s did not finish (%d deals done); resume it with: %s", started,
+                            unfinished["deals_done"], resume_command(unfinished, config.state_db, config.config_file))
         if s.state.checkpoints.get(POLL) is None:
             counts = record_baseline(s.state, s.source)
             tally.add(counts)

@@ -63,6 +63,7 @@ class Config:
     overlap_seconds: int
     http_timeout: float
     healthcheck_url: str | None = None
+    config_file: Path | None = None  # the --config file these settings came from, if any
 
     @property
     def secrets(self) -> list[str]:
@@ -71,9 +72,10 @@ class Config:
         token = ".".join(parts) if all(parts) else ""
         # The healthcheck URL carries the monitor's key in its path (anyone holding it can ping), and a
         # request log shows the path alone.
-        ping_path = urlparse(self.healthcheck_url).path.strip("/") if self.healthcheck_url else ""
+        ping = urlparse(self.healthcheck_url or "")
+        ping_path = ping.path.strip("/")
         return [s for s in (token, self.attio_api_key, *parts, self.healthcheck_url,
-                            ping_path if len(ping_path) > 1 else "") if s]
+                            ping_path if len(ping_path) > 1 else "", ping.password) if s]
 
 
 def _read_file(path: Path, problems: list[str]) -> dict[str, str]:
@@ -88,6 +90,9 @@ def _read_file(path: Path, problems: list[str]) -> dict[str, str]:
         return {}
     except tomllib.TOMLDecodeError as exc:
         problems.append(f"config file {path} is not valid TOML ({exc}): fix the syntax")
+        return {}
+    except UnicodeDecodeError:
+        problems.append(f"config file {path} is not UTF-8 text: save it as UTF-8 (TOML files must be)")
         return {}
     values: dict[str, str] = {}
     for key, value in data.items():
@@ -185,6 +190,10 @@ def load_config(
     if healthcheck and (urlparse(healthcheck).scheme not in ("http", "https") or not urlparse(healthcheck).netloc):
         problems.append("SYNC_HEALTHCHECK_URL must be an http(s) URL such as https://hc-ping.com/<uuid> "
                         "(its value is not shown: it holds the monitor's key)")
+    state_db = (state_override or Path(raw["SYNC_STATE_DB"] or "state/sync.db")).expanduser()
+    if state_db.is_dir():
+        problems.append(f"the state path {state_db} is a folder: give --state or SYNC_STATE_DB a file name, such as "
+                        f"{state_db / 'sync.db'}")
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -201,8 +210,9 @@ def load_config(
         usermaven_events_url=raw["USERMAVEN_EVENTS_URL"] or "",
         usermaven_site_url=raw["USERMAVEN_SITE_URL"] or "",
         usermaven_event_type=raw["USERMAVEN_EVENT_TYPE"] or "",
-        state_db=state_override or Path(raw["SYNC_STATE_DB"] or "state/sync.db"),
+        state_db=state_db,
         overlap_seconds=int(overlap),
         http_timeout=float(timeout),
         healthcheck_url=healthcheck.rstrip("/") if healthcheck else None,
+        config_file=config_file,
     )

@@ -40,7 +40,8 @@ class Healthcheck:
         self.redact = (lambda text: own(redactor(text))) if redactor else own
         self.timeout = timeout
         self.session = session or requests.Session()
-        self.shown = f"{urlsplit(url).scheme}://{urlsplit(url).netloc}"
+        port = f":{parts.port}" if parts.port else ""
+        self.shown = f"{parts.scheme}://{parts.hostname or ''}{port}"
 
     def start(self) -> bool:
         if is_cronitor(self.url):

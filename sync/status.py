@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,13 +14,16 @@ from sync.errors import StateError
 from sync.state import open_state
 
 
-def resume_command(backfill: dict) -> str:
-    """The command that resumes an unfinished backfill."""
+def resume_command(backfill: dict, state_path: Path, config_file: Path | None = None) -> str:
+    """The command that resumes an unfinished backfill, with the state (and config file) it was run with, so
+    that it works as printed under cron or systemd too."""
     until = f" --until {backfill['until']}" if backfill["until"] else ""
-    return f"attio-usermaven-sync run --backfill --since {backfill['since']}{until}"
+    config = f" --config {shlex.quote(str(config_file.absolute()))}" if config_file else ""
+    return (f"attio-usermaven-sync run --backfill --since {backfill['since']}{until}{config} "
+            f"--state {shlex.quote(str(state_path.absolute()))}")
 
 
-def read_status(state_path: Path) -> dict[str, Any]:
+def read_status(state_path: Path, config_file: Path | None = None) -> dict[str, Any]:
     """Everything `status` shows, as plain data (what `status --json` prints). Never writes the file."""
     if not state_path.exists():
         raise StateError(f"no state database at {state_path}: check --state or SYNC_STATE_DB, or create it with "
@@ -38,7 +42,8 @@ def read_status(state_path: Path) -> dict[str, Any]:
             "held": state.ledger.held_reasons(),
             "pending_errors": state.ledger.pending_errors(),
             "failed": state.ledger.failures(),
-            "unfinished_backfills": [{**b, "resume": resume_command(b)} for b in state.backfills.unfinished()],
+            "unfinished_backfills": [{**b, "resume": resume_command(b, state_path, config_file)}
+                                     for b in state.backfills.unfinished()],
             "runs": state.runs.last(),
         }
     finally:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -153,10 +155,13 @@ def test_unfinished_backfill_is_named_by_run_and_status(attio, usermaven, run, e
     assert run("run", "--backfill", "--since", "2025-06-01")[0] == 1
     code, out, err = run("run")
     assert "did not finish" in err
-    assert "resume it with: attio-usermaven-sync run --backfill --since 2025-06-01T00:00:00.000000Z" in err
+    resume = (f"attio-usermaven-sync run --backfill --since 2025-06-01T00:00:00.000000Z "
+              f"--state {Path(env['SYNC_STATE_DB']).absolute()}")
+    assert f"resume it with: {resume}" in err
+    assert "did not finish" not in run("run")[2]  # a standing condition: once a day or when it changes
     code, out, err = run("status")
-    assert "unfinished backfill since 2025-06-01T00:00:00.000000Z" in out
-    assert run("run", "--backfill", "--since", "2025-06-01T00:00:00.000000Z")[0] == 0
+    assert "unfinished backfill since 2025-06-01T00:00:00.000000Z" in out and resume in out
+    assert run(*shlex.split(resume)[1:])[0] == 0  # as printed
     assert "unfinished backfill since" not in run("status")[1]
     assert len(usermaven.events) == 3
 

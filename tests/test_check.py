@@ -83,7 +83,7 @@ def test_list_pipelines_need_the_list_scopes_and_an_existing_list(sandbox):
 
 def test_an_inactive_or_refused_token_is_the_first_failure(sandbox):
     s = sandbox
-    refused = s.cli("check", ATTIO_API_KEY="wrong")
+    refused = s.cli("check", ATTIO_API_KEY="wrong-attio-token")
     assert refused.returncode == 2 and "FAIL  Attio token" in refused.stdout
     assert "check ATTIO_API_KEY" in refused.stdout and "Traceback" not in refused.stderr
     _token_scopes(s.attio, active=False)
@@ -131,3 +131,26 @@ def test_test_event_refused_by_usermaven_exits_1_with_what_to_check(sandbox):
 def test_at_and_resend_need_send_test_event(sandbox):
     result = sandbox.cli("check", "--at", "2025-01-01")
     assert result.returncode == 2 and "--at and --resend go with --send-test-event" in result.stderr
+
+
+def test_send_test_event_has_no_dry_run_and_sends_nothing(sandbox):
+    result = sandbox.cli("check", "--send-test-event", "--dry-run")
+    assert result.returncode == 2 and "--send-test-event sends a real event, so it has no --dry-run" in result.stderr
+    assert sandbox.usermaven.events == [] and not sandbox.state.exists()
+
+
+def test_check_fails_on_a_state_path_the_sync_cannot_use(sandbox):
+    sandbox.state.parent.mkdir(parents=True)
+    sandbox.state.write_bytes(b"not a database, just some bytes" * 100)
+    damaged = sandbox.cli("check")
+    assert damaged.returncode == 2
+    assert "FAIL  state" in damaged.stdout and "is not a readable SQLite database" in damaged.stdout
+    sandbox.state.unlink()
+    sandbox.state.mkdir()
+    folder = sandbox.cli("check")
+    assert folder.returncode == 2 and "is a folder: give --state or SYNC_STATE_DB a file name" in folder.stderr
+
+
+def test_check_says_it_does_not_contact_usermaven(sandbox):
+    result = sandbox.cli("check")
+    assert "Usermaven is not contacted by `check`: `check --send-test-event` checks" in result.stdout

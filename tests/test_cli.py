@@ -360,3 +360,43 @@ def test_a_dry_run_cut_short_reports_what_it_printed(env, workspace):
     assert report.code == 0 and "the output was closed" in report.message
     assert len(out.lines) == 10 and report.counts.printed == 10
     assert "10 event(s) printed" in commands.summary_line(report, dry_run=True)
+
+
+# ---- user mistakes get a message and exit 2, never a traceback ----
+
+
+def test_a_config_file_that_is_not_utf8_is_named(run, tmp_path):
+    config = tmp_path / "sync.toml"
+    config.write_bytes('USERMAVEN_EVENT_TYPE = "caf\xe9"\n'.encode("latin-1"))
+    code, out, err = run("run", "--config", str(config))
+    assert code == 2 and f"config file {config} is not UTF-8 text" in err and "Traceback" not in err
+
+
+def test_a_folder_as_the_state_path_is_a_usage_error(run, tmp_path):
+    for path in ("", str(tmp_path)):
+        code, out, err = run("run", "--state", path)
+        assert code == 2 and "is a folder: give --state or SYNC_STATE_DB a file name" in err, err
+        assert "Traceback" not in err
+
+
+def test_a_tilde_in_the_state_path_means_home(env, monkeypatch, tmp_path):
+    from sync.config import load_config
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = load_config({**env, "SYNC_STATE_DB": "~/attio/sync.db"})
+    assert config.state_db == tmp_path / "attio" / "sync.db"
+
+
+def test_a_date_out_of_range_is_a_usage_error(run):
+    code, out, err = run("run", "--backfill", "--since", "0001-01-01T00:00:00+01:00")
+    assert code == 2 and "is not a date or ISO 8601 timestamp in range" in err and "Traceback" not in err
+
+
+def test_an_unexpected_error_is_one_redacted_line_and_exit_1(run, monkeypatch):
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError(f"boom with {SECRETS['ATTIO_API_KEY']}")
+
+    monkeypatch.setattr("sync.cli.read_status", broken)
+    code, out, err = run("status")
+    assert code == 1 and "internal error: RuntimeError: boom with ***" in err
+    assert SECRETS["ATTIO_API_KEY"] not in err and "Traceback" not in err

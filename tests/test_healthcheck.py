@@ -169,3 +169,19 @@ def test_only_the_poll_pings_not_a_backfill_or_replay_by_hand(sandbox, monitor):
     assert sandbox.cli("replay", sandbox.workspace.deal_ids()[0], SYNC_HEALTHCHECK_URL=url).returncode == 0
     assert sandbox.cli("run", "--dry-run", SYNC_HEALTHCHECK_URL=url).returncode == 0
     assert monitor.pings == []
+
+
+def test_a_password_in_the_ping_url_never_reaches_the_log(caplog):
+    url = f"http://monitor:hcpass123@127.0.0.1:{_closed_port()}/{CHECK}"
+    caplog.set_level(logging.WARNING, logger="sync.healthcheck")
+    assert Healthcheck(url, run_id="r6", timeout=0.2).start() is False
+    assert "hcpass123" not in caplog.text and "monitor:" not in caplog.text and "127.0.0.1" in caplog.text
+
+
+def test_the_ping_urls_password_is_one_of_the_secrets(monkeypatch):
+    from sync.config import load_config
+
+    env = {"ATTIO_API_KEY": "attio-key-123456", "USERMAVEN_API_KEY": "um-key-123456",
+           "USERMAVEN_SERVER_TOKEN": "um-token-123456", "USERMAVEN_SITE_URL": "https://acme.example",
+           "SYNC_HEALTHCHECK_URL": "https://monitor:hcpass123@hc-ping.example/abc-def"}
+    assert "hcpass123" in load_config(env).secrets

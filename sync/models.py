@@ -103,6 +103,8 @@ class Transition:
     to_stage_id: str
     to_stage: str
     changed_at: datetime
+    first_time_in_stage: bool  # the deal had never been in `to_stage` before, in its whole history
+    from_stage_since: datetime | None  # when the deal entered `from_stage`
 
 
 @dataclass

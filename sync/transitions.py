@@ -48,10 +48,13 @@ def transitions_from_history(deal: DealRef, history: Sequence[StageValue]) -> li
 
     The first value is the deal's first stage (`from_stage` None). A value that repeats the stage
     before it is a write, not a change, and gives no transition. Values with the same `active_from` are
-    ordered by `in_order`, not by where Attio listed them.
+    ordered by `in_order`, not by where Attio listed them. Each transition knows whether the deal had been
+    in its stage before and since when it was in the stage it left: pass the full history, and select from
+    the result.
     """
     result: list[Transition] = []
     previous: StageValue | None = None
+    visited: set[str] = set()
     for value in in_order(history):
         if previous is not None and value.status_id == previous.status_id:
             continue
@@ -64,8 +67,11 @@ def transitions_from_history(deal: DealRef, history: Sequence[StageValue]) -> li
                 to_stage_id=value.status_id,
                 to_stage=value.title,
                 changed_at=value.active_from,
+                first_time_in_stage=value.status_id not in visited,
+                from_stage_since=previous.active_from if previous else None,
             )
         )
+        visited.add(value.status_id)
         previous = value
     return result
 

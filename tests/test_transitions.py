@@ -86,3 +86,19 @@ def test_a_tie_of_ended_values_is_broken_the_same_way_whatever_the_order():
     orders = [[a, b, current], [b, a, current], [current, b, a]]
     assert len({tuple(v.status_id for v in in_order(o)) for o in orders}) == 1
     assert {latest(o) for o in orders} == {current}
+
+
+def test_first_time_in_stage_comes_from_the_whole_history():
+    history = [value("lead", 0), value("won", 5), value("negotiation", 9), value("won", 30), value("lost", 40)]
+    result = transitions_from_history(DEAL, history)
+    assert [(t.to_stage, t.first_time_in_stage) for t in result] == [
+        ("Lead", True), ("Won", True), ("Negotiation", True), ("Won", False), ("Lost", True)]
+    # selecting the recent moves afterwards keeps what the whole history said
+    assert [t.first_time_in_stage for t in after(result, T0 + timedelta(minutes=20))] == [False, True]
+
+
+def test_previous_stage_started_when_the_deal_entered_it_not_at_its_last_rewrite():
+    history = [value("lead", 0), value("lead", 3), value("demo", 5), value("won", 65)]
+    result = transitions_from_history(DEAL, history)
+    assert [t.from_stage_since for t in result] == [None, T0, T0 + timedelta(minutes=5)]
+    assert result[2].changed_at - result[2].from_stage_since == timedelta(hours=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +13,7 @@ from urllib.parse import quote
 import requests
 
 from sync import clock
+from sync.attributes import EventAttribute, active
 from sync.errors import AttioAuthError, AttioError, AttioNotFound
 from sync.http import CONNECT_TIMEOUT, RateLimiter, RequestStats, make_session
 from sync.models import Deal, Person, StageValue, format_time, parse_time
@@ -98,8 +99,15 @@ def text_of(value: dict | None) -> str | None:
     return None
 
 
-def deal_from_record(record: dict) -> Deal:
-    """What an event needs from a deal record (standard deal attribute slugs)."""
+def pick_values(values: dict, attributes: Iterable[EventAttribute], on_list: bool = False
+                ) -> dict[str, tuple[dict, ...]]:
+    """The current values of the configured attributes that live on the record (or, `on_list`, the entry)."""
+    return {a.slug: active(values.get(a.slug) or ()) for a in attributes if a.on_list == on_list}
+
+
+def deal_from_record(record: dict, attributes: Sequence[EventAttribute] = ()) -> Deal:
+    """What an event needs from a deal record (standard deal attribute slugs), with the current values of the
+    configured record attributes (ATTIO_EVENT_ATTRIBUTES)."""
     values = record.get("values") or {}
     money = _first(values, "value") or {}
     owner = _first(values, "owner") or {}
@@ -116,6 +124,8 @@ def deal_from_record(record: dict) -> Deal:
         people_ids=people,
         company_id=company.get("target_record_id"),
         web_url=record.get("web_url"),
+        created_at=parse_time(record["created_at"]) if record.get("created_at") else None,
+        attributes=pick_values(values, attributes),
     )
 
 
@@ -129,7 +139,8 @@ def person_from_record(record: dict, user_id_attribute: str | None) -> Person:
     return Person(record_id=record["id"]["record_id"], emails=emails, user_id=user_id)
 
 
-def company_name(record: dict) -> str | None:
+def record_name(record: dict) -> str | None:
+    """A record's name: its `name` attribute (text, or a person's full name)."""
     return text_of(_first(record.get("values") or {}, "name"))
 
 

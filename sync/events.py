@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
-from sync.models import Deal, Identity, Person, Transition, epoch_ms, format_time
+from sync.models import Deal, Identity, Person, Transition, epoch_ms, format_time, utc_time
 
 SOURCE = "Attio CRM"
 REDACTED = "<USERMAVEN_API_KEY>"
+# The `event_attributes` every event has; attributes added by ATTIO_EVENT_ATTRIBUTES may not take these keys.
+EVENT_ATTRIBUTE_KEYS = (
+    "deal_id", "deal_name", "deal_stage", "deal_stage_id", "previous_stage", "previous_stage_id",
+    "first_time_in_stage", "seconds_in_previous_stage", "deal_value", "deal_currency", "deal_owner", "deal_url",
+    "deal_created_at", "stage_changed_at", "source", "entry_id",
+)
 
 
 @dataclass(frozen=True)
@@ -17,6 +23,13 @@ class EventSettings:
 
     event_type: str
     site_url: str
+    # USERMAVEN_STAGE_EVENT_TYPES: stage title or status id → event type; other stages get `event_type`.
+    stage_event_types: Mapping[str, str] = field(default_factory=dict)
+
+    def event_type_for(self, transition: Transition) -> str:
+        """The event type of a transition: its stage's own, by status id or by title, else the default."""
+        types = self.stage_event_types
+        return types.get(transition.to_stage_id) or types.get(transition.to_stage) or self.event_type
 
 
 def resolve_identity(people: Sequence[Person]) -> tuple[Identity | None, str | None]:
@@ -46,15 +59,19 @@ def build_event(
     identity: Identity | None,
     company_name: str | None = None,
     owner_name: str | None = None,
+    attributes: Mapping[str, object] | None = None,
 ) -> dict:
     """The Usermaven event for one transition, without `api_key` (a secret, added only when sending).
 
-    `user` is absent while the identity is unknown; the event is held until it is known.
+    `user` is absent while the identity is unknown; the event is held until it is known. `attributes` are
+    the deal attributes ATTIO_EVENT_ATTRIBUTES adds, already rendered, appended to `event_attributes`.
+    Every time in it comes from Attio, so the same transition gives the same event in every run and replay.
     """
     event: dict = {
-        "event_type": settings.event_type,
+        "event_type": settings.event_type_for(transition),
         "event_id": transition.event_id,
         "_timestamp": epoch_ms(transition.changed_at),
+        "utc_time": utc_time(transition.changed_at),
         "url": settings.site_url,
     }
     if identity is not None:
@@ -64,20 +81,28 @@ def build_event(
         if company_name:
             company["name"] = company_name
         event["company"] = company
+    since = transition.from_stage_since
     event["event_attributes"] = {
         "deal_id": deal.record_id,
         "deal_name": deal.name,
         "deal_stage": transition.to_stage,
+        "deal_stage_id": transition.to_stage_id,
         "previous_stage": transition.from_stage,
+        "previous_stage_id": transition.from_stage_id,
+        "first_time_in_stage": transition.first_time_in_stage,
+        "seconds_in_previous_stage": int((transition.changed_at - since).total_seconds()) if since else None,
         "deal_value": deal.value,
         "deal_currency": deal.currency,
         "deal_owner": owner_name,
         "deal_url": deal.web_url,
+        "deal_created_at": format_time(deal.created_at) if deal.created_at else None,
         "stage_changed_at": format_time(transition.changed_at),
         "source": SOURCE,
     }
     if transition.deal.entry_id:
         event["event_attributes"]["entry_id"] = transition.deal.entry_id
+    for key, value in (attributes or {}).items():
+        event["event_attributes"].setdefault(key, value)  # the event's own keys win (checked at startup)
     return event
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from dateutil.parser import isoparse
 
@@ -28,6 +28,14 @@ def epoch_ms(value: datetime) -> int:
     """Milliseconds since the Unix epoch, as Usermaven's `_timestamp` wants."""
     delta = value.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
     return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+
+
+def utc_time(value: datetime) -> str:
+    """The instant `epoch_ms` gives, as RFC 3339 UTC with a `Z`, in the form Usermaven's JavaScript SDK sends
+    `utc_time` (six fractional digits; the last three are zero, as the milliseconds are all `_timestamp` has)."""
+    ms = epoch_ms(value)
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,10 @@ class Deal:
     people_ids: tuple[str, ...] = ()
     company_id: str | None = None
     web_url: str | None = None
+    created_at: datetime | None = None
+    # The active values of the attributes ATTIO_EVENT_ATTRIBUTES names, by slug, as Attio gives them
+    # (rendered for the event once record and member names are known).
+    attributes: dict[str, tuple[dict, ...]] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)

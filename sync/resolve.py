@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sync.attio import AttioClient, company_name, member_name, person_from_record, reading
+from sync.attio import AttioClient, member_name, person_from_record, reading, record_name
 from sync.events import resolve_identity
 from sync.models import Deal, Identity, Person
 
@@ -49,7 +49,7 @@ class Resolver:
             records = self.client.records_by_id("companies", companies)
             with reading("POST /v2/objects/companies/records/query"):
                 for record in records:
-                    self._companies[record["id"]["record_id"]] = company_name(record)
+                    self._companies[record["id"]["record_id"]] = record_name(record)
             for company_id in companies:
                 self._companies.setdefault(company_id, None)
 

@@ -220,7 +220,8 @@ def _execute_run(command: str, config: Config, dry_run: bool, out: TextIO | None
         source = DealSource(attio, config)
         services = Services(state=state, source=source, resolver=Resolver(attio, config.attio_user_id_attribute),
                             usermaven=usermaven, settings=EventSettings(config.usermaven_event_type,
-                                                                        config.usermaven_site_url),
+                                                                        config.usermaven_site_url,
+                                                                        config.usermaven_stage_event_types),
                             config=config)
         run_id = state.runs.start(command)
         began = time.monotonic()

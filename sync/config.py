@@ -29,6 +29,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ATTIO_STAGE_ATTRIBUTE", "stage"),
     Setting("ATTIO_USER_ID_ATTRIBUTE", None),
     Setting("ATTIO_LIST", None),
+    Setting("ATTIO_EVENT_ATTRIBUTES", None),
     Setting("ATTIO_MAX_RPS", "50"),
     Setting("ATTIO_CONCURRENCY", "8"),
     Setting("USERMAVEN_API_KEY", None, secret=True, required=True),
@@ -36,6 +37,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("USERMAVEN_EVENTS_URL", "https://events.usermaven.com/api/v1/s2s/event"),
     Setting("USERMAVEN_SITE_URL", None, required=True),
     Setting("USERMAVEN_EVENT_TYPE", "Deal Stage Changed"),
+    Setting("USERMAVEN_STAGE_EVENT_TYPES", None),
     Setting("SYNC_STATE_DB", "state/sync.db"),
     Setting("SYNC_OVERLAP_SECONDS", "300"),
     Setting("SYNC_HTTP_TIMEOUT", "60"),
@@ -52,6 +54,7 @@ class Config:
     attio_stage_attribute: str
     attio_user_id_attribute: str | None
     attio_list: str | None
+    attio_event_attributes: tuple[str, ...]
     attio_max_rps: float
     attio_concurrency: int
     usermaven_api_key: str
@@ -59,6 +62,7 @@ class Config:
     usermaven_events_url: str
     usermaven_site_url: str
     usermaven_event_type: str
+    usermaven_stage_event_types: dict[str, str]
     state_db: Path
     overlap_seconds: int
     http_timeout: float
@@ -78,7 +82,7 @@ class Config:
                             ping_path if len(ping_path) > 1 else "", ping.password) if s]
 
 
-def _read_file(path: Path, problems: list[str]) -> dict[str, str]:
+def _read_file(path: Path, problems: list[str]) -> dict[str, str | dict[str, str]]:
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)
@@ -94,10 +98,20 @@ def _read_file(path: Path, problems: list[str]) -> dict[str, str]:
     except UnicodeDecodeError:
         problems.append(f"config file {path} is not UTF-8 text: save it as UTF-8 (TOML files must be)")
         return {}
-    values: dict[str, str] = {}
+    values: dict[str, str | dict[str, str]] = {}
     for key, value in data.items():
         if key not in NAMES:
             problems.append(f"config file {path}: unknown key {key!r}; the keys are the variable names in the README")
+        elif key == "ATTIO_EVENT_ATTRIBUTES" and isinstance(value, list):
+            if not all(isinstance(item, str) for item in value):
+                problems.append(f"config file {path}: {key} must be a list of attribute slugs or ids (strings)")
+            else:
+                values[key] = ",".join(value)
+        elif key == "USERMAVEN_STAGE_EVENT_TYPES" and isinstance(value, dict):
+            if not all(isinstance(item, str) for item in value.values()):
+                problems.append(f"config file {path}: {key} must map stage titles or ids to event type strings")
+            else:
+                values[key] = dict(value)
         elif isinstance(value, bool) or not isinstance(value, str | int | float):
             problems.append(f"config file {path}: {key} must be a string or a number")
         else:
@@ -148,6 +162,43 @@ def _number(name: str, value: str, problems: list[str], kind: type, low: float, 
     return number
 
 
+def _names(name: str, value: str | None, problems: list[str]) -> tuple[str, ...]:
+    """A comma-separated list of attribute slugs or ids, each once."""
+    names = tuple(part.strip() for part in (value or "").split(",") if part.strip())
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        problems.append(f"{name} names {', '.join(map(repr, repeated))} more than once")
+    return tuple(dict.fromkeys(names))
+
+
+def _stage_event_types(name: str, value: str | dict[str, str] | None, problems: list[str]) -> dict[str, str]:
+    """Stage title or status id → event type, from `Won 🎉=Deal Won;Lost=Deal Lost` or a TOML table."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        pairs = list(value.items())
+    else:
+        pairs = []
+        for part in (p for p in value.split(";") if p.strip()):
+            stage, sep, event_type = part.partition("=")
+            if not sep:
+                problems.append(f"{name}: {part.strip()!r} is not `stage=event type`; separate pairs with `;`, "
+                                "for example `Won 🎉=Deal Won;Lost=Deal Lost`")
+                continue
+            pairs.append((stage, event_type))
+    mapping: dict[str, str] = {}
+    for stage, event_type in pairs:
+        stage, event_type = stage.strip(), event_type.strip()
+        if not stage or not event_type:
+            problems.append(f"{name}: every pair needs a stage title or id and an event type, got "
+                            f"{stage!r}={event_type!r}")
+        elif stage in mapping:
+            problems.append(f"{name} maps the stage {stage!r} more than once")
+        else:
+            mapping[stage] = event_type
+    return mapping
+
+
 def load_config(
     environ: Mapping[str, str],
     config_file: Path | None = None,
@@ -161,9 +212,10 @@ def load_config(
     problems: list[str] = []
     file_values = _read_file(config_file, problems) if config_file else {}
     raw: dict[str, str | None] = {}
+    stage_types = environ.get("USERMAVEN_STAGE_EVENT_TYPES") or file_values.get("USERMAVEN_STAGE_EVENT_TYPES")
     for setting in SETTINGS:
         value = environ.get(setting.name) or file_values.get(setting.name) or setting.default
-        raw[setting.name] = value.strip() if value else None
+        raw[setting.name] = value.strip() if isinstance(value, str) and value else None
         if setting.required and need_credentials and not raw[setting.name]:
             where = " or in the --config file" if config_file else ""
             problems.append(f"{setting.name} is not set: set it in the environment{where}")
@@ -190,6 +242,8 @@ def load_config(
     if healthcheck and (urlparse(healthcheck).scheme not in ("http", "https") or not urlparse(healthcheck).netloc):
         problems.append("SYNC_HEALTHCHECK_URL must be an http(s) URL such as https://hc-ping.com/<uuid> "
                         "(its value is not shown: it holds the monitor's key)")
+    event_attributes = _names("ATTIO_EVENT_ATTRIBUTES", raw["ATTIO_EVENT_ATTRIBUTES"], problems)
+    stage_event_types = _stage_event_types("USERMAVEN_STAGE_EVENT_TYPES", stage_types, problems)
     state_db = (state_override or Path(raw["SYNC_STATE_DB"] or "state/sync.db")).expanduser()
     if state_db.is_dir():
         problems.append(f"the state path {state_db} is a folder: give --state or SYNC_STATE_DB a file name, such as "
@@ -203,6 +257,7 @@ def load_config(
         attio_stage_attribute=raw["ATTIO_STAGE_ATTRIBUTE"] or "",
         attio_user_id_attribute=raw["ATTIO_USER_ID_ATTRIBUTE"],
         attio_list=raw["ATTIO_LIST"],
+        attio_event_attributes=event_attributes,
         attio_max_rps=float(max_rps),
         attio_concurrency=int(concurrency),
         usermaven_api_key=raw["USERMAVEN_API_KEY"] or "",
@@ -210,6 +265,7 @@ def load_config(
         usermaven_events_url=raw["USERMAVEN_EVENTS_URL"] or "",
         usermaven_site_url=raw["USERMAVEN_SITE_URL"] or "",
         usermaven_event_type=raw["USERMAVEN_EVENT_TYPE"] or "",
+        usermaven_stage_event_types=stage_event_types,
         state_db=state_db,
         overlap_seconds=int(overlap),
         http_timeout=float(timeout),

@@ -3,9 +3,10 @@ belong to) → ledger rows, and the snapshot rows that go with them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 
+from sync.attributes import EventAttribute, Names, references, render_all
 from sync.events import EventSettings, build_event
 from sync.models import Counts, Current, Deal, StageValue, Transition, format_time
 from sync.resolve import Resolver
@@ -74,15 +75,35 @@ def events_for(batch: Sequence[tuple[Current, list[StageValue]]], select: Select
         return []
     deals = source.deals(current for current, _ in chosen)
     resolver.load(deals.values())
+    values = {current.ref.key: {**_deal(deals, current).attributes, **source.entry_values(current)}
+              for current, _ in chosen}
+    names = _names(source.event_attributes, values.values(), resolver)
     result: list[Found] = []
     for current, transitions in chosen:
-        deal = deals.get(current.ref.record_id) or Deal(record_id=current.ref.record_id)
+        deal = _deal(deals, current)
         identity, reason = resolver.identity(deal)
         company, owner = resolver.company_name(deal), resolver.owner_name(deal)
+        attributes = render_all(source.event_attributes, values[current.ref.key], names)
         for transition in transitions:
-            event = build_event(transition, deal, settings, identity, company, owner)
+            event = build_event(transition, deal, settings, identity, company, owner, attributes)
             result.append((transition, event, reason if identity is None else None))
     return result
+
+
+def _deal(deals: dict[str, Deal], current: Current) -> Deal:
+    return deals.get(current.ref.record_id) or Deal(record_id=current.ref.record_id)
+
+
+def _names(attributes: Sequence[EventAttribute], values: Iterable[Mapping[str, Sequence[dict]]],
+           resolver: Resolver) -> Names:
+    """The names the batch's event attributes point at, looked up together (none: no request)."""
+    records: set[tuple[str, str]] = set()
+    members: set[str] = set()
+    for each in values:
+        more_records, more_members = references(attributes, each)
+        records |= more_records
+        members |= more_members
+    return resolver.names(records, members) if records or members else Names()
 
 
 def record_new(ledger: Ledger, found: Sequence[Found], origin: str) -> Counts:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 
 from sync.attio import AttioClient, member_name, person_from_record, reading, record_name
+from sync.attributes import Names
 from sync.events import resolve_identity
 from sync.models import Deal, Identity, Person
 
@@ -63,8 +65,27 @@ class Resolver:
     def owner_name(self, deal: Deal) -> str | None:
         if not deal.owner_id:
             return None
+        return self._member_names().get(deal.owner_id)
+
+    def _member_names(self) -> dict[str, str | None]:
         if self._members is None:
             members = self.client.workspace_members()
             with reading("GET /v2/workspace_members"):
                 self._members = {m["id"]["workspace_member_id"]: member_name(m) for m in members}
-        return self._members.get(deal.owner_id)
+        return self._members
+
+    def names(self, records: Iterable[tuple[str, str]], members: Iterable[str]) -> Names:
+        """The names of the records (object slug, record id) and workspace members that a batch's event
+        attributes point at: one query per object per 200 records, members read once per run."""
+        by_object: dict[str, list[str]] = defaultdict(list)
+        for object_, record_id in records:
+            by_object[object_].append(record_id)
+        found: dict[tuple[str, str], str | None] = {}
+        for object_, record_ids in by_object.items():
+            answer = self.client.records_by_id(object_, record_ids)
+            with reading(f"POST /v2/objects/{object_}/records/query"):
+                for record in answer:
+                    found[(object_, record["id"]["record_id"])] = record_name(record)
+        members = set(members)
+        known = self._member_names() if members else {}
+        return Names(records=found, members={m: known.get(m) for m in members})

@@ -18,11 +18,14 @@ from sync.attio import (
     active_from_filter,
     current_stage,
     deal_from_record,
+    pick_values,
     reading,
     stage_value,
 )
+from sync.attributes import AttributeProblem, EventAttribute, select_attributes
 from sync.config import Config
 from sync.errors import AttioError, AttioNotFound, SetupError
+from sync.events import EVENT_ATTRIBUTE_KEYS
 from sync.models import Current, Deal, DealRef, StageValue
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,10 @@ class DealSource:
         self.list = config.attio_list
         self.attribute = config.attio_stage_attribute
         self.user_id_attribute = config.attio_user_id_attribute
+        self.event_attribute_names = config.attio_event_attributes
+        self.stage_event_types = config.usermaven_stage_event_types
+        # The attributes ATTIO_EVENT_ATTRIBUTES names, as `check` found them in the workspace.
+        self.event_attributes: list[EventAttribute] = []
         self.workers = config.attio_concurrency
         self._entries_filter_refused = False
         self._titles: dict[str, str] | None = None
@@ -88,6 +95,32 @@ class DealSource:
             if not known:
                 raise SetupError(f"ATTIO_USER_ID_ATTRIBUTE {self.user_id_attribute!r} is not an attribute of "
                                  "people: set it to the slug of the attribute that holds your app's user id")
+        if self.event_attribute_names:
+            self._check_event_attributes(attributes)
+        if self.stage_event_types:
+            self._check_stage_event_types()
+
+    def _check_event_attributes(self, target_attributes: list[dict]) -> None:
+        """Find each attribute ATTIO_EVENT_ATTRIBUTES names on the object (and the list): SetupError naming
+        every one that does not exist or cannot be rendered."""
+        object_attributes = self.client.attributes("objects", self.object) if self.list else target_attributes
+        list_attributes = target_attributes if self.list else []
+        try:
+            with reading(f"GET /v2/objects/{self.object}/attributes" + (f" and /v2/lists/{self.list}/attributes"
+                                                                          if self.list else "")):
+                self.event_attributes = select_attributes(
+                    self.event_attribute_names, object_attributes, list_attributes, EVENT_ATTRIBUTE_KEYS,
+                    f"the object {self.object!r}", repr(self.list) if self.list else None)
+        except AttributeProblem as exc:
+            raise SetupError("ATTIO_EVENT_ATTRIBUTES: " + "; ".join(exc.problems)) from None
+
+    def _check_stage_event_types(self) -> None:
+        """Every stage USERMAVEN_STAGE_EVENT_TYPES names is a stage title or status id (archived ones count)."""
+        titles = self._status_titles()
+        unknown = [k for k in self.stage_event_types if k not in titles and k not in titles.values()]
+        if unknown:
+            raise SetupError(f"USERMAVEN_STAGE_EVENT_TYPES names {', '.join(map(repr, unknown))}, not a stage of "
+                             f"{self.attribute!r}; its stages are: {', '.join(map(repr, titles.values()))}")
 
     # -- current stages --
 
@@ -143,6 +176,12 @@ class DealSource:
                        if self.list in (e.get("list_api_slug"), e.get("list_id"))]
         if not entries:
             raise SetupError(f"deal {record_id} has no entry on the list {self.list!r}: nothing to replay")
+        if any(a.on_list for a in self.event_attributes):
+            # The entries' own attribute values go on the events: read each entry (the deal record is read
+            # again with the others by `deals`).
+            path = f"/v2/lists/{quote(self.list or '')}/entries"
+            entries = [replace(e, record=self.client.get_one(f"{path}/{quote(e.ref.entry_id or '')}"))
+                       for e in entries]
         return entries
 
     # -- history --
@@ -205,7 +244,7 @@ class DealSource:
             record = current.record
             if not self.list or ((record.get("id") or {}).get("record_id") == current.ref.record_id):
                 with reading(f"the {self.object} record {current.ref.record_id}"):
-                    deals[current.ref.record_id] = deal_from_record(record)
+                    deals[current.ref.record_id] = deal_from_record(record, self.event_attributes)
             else:
                 missing.append(current.ref.record_id)
         if missing:
@@ -215,7 +254,14 @@ class DealSource:
     def deals_by_id(self, record_ids: Iterable[str]) -> dict[str, Deal]:
         records = self.client.records_by_id(self.object, list(record_ids))
         with reading(f"POST /v2/objects/{self.object}/records/query"):
-            return {deal.record_id: deal for deal in map(deal_from_record, records)}
+            return {deal.record_id: deal for deal in (deal_from_record(r, self.event_attributes) for r in records)}
+
+    def entry_values(self, current: Current) -> dict[str, tuple[dict, ...]]:
+        """The current values of the configured list-entry attributes, from the entry already read."""
+        if not self.list:
+            return {}
+        with reading(f"the {self.list} entry {current.ref.entry_id}"):
+            return pick_values(current.record.get("entry_values") or {}, self.event_attributes, on_list=True)
 
 
 def _chain(first: Page, rest: Iterator[Page]) -> Iterator[Page]:

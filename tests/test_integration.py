@@ -339,3 +339,39 @@ def test_dry_run_piped_into_head_stops_quietly(sandbox):
     # what it wrote before `head` closed the pipe: at least the two lines head printed, not 0
     assert int(re.search(r"(\d+) event\(s\) printed", result.stderr).group(1)) >= 2
     assert s.usermaven.events == []
+
+
+def test_event_fields_and_deal_attributes_from_the_sandbox(sandbox):
+    """Deal attributes rendered from the sandbox's spec-shaped records (the name lookups are checked against
+    the spec with the rest), stage ids, first entry into a stage, time in the previous stage, utc_time."""
+    s = sandbox
+    won = s.workspace.status_id("Won 🎉")
+    result = s.cli("run", "--backfill", "--since", SINCE,
+                   ATTIO_EVENT_ATTRIBUTES="owner,associated_company,associated_people,value",
+                   USERMAVEN_STAGE_EVENT_TYPES=f"{won}=Deal Won")
+    assert result.returncode == 0, result.stderr
+    events = s.usermaven.unique_events()
+    assert events
+    history: dict[str, list[tuple[str, datetime]]] = {}
+    for t in sorted(s.workspace.expected_transitions(), key=lambda t: t.active_from):
+        history.setdefault(t.record_id, []).append((t.to_status_id, t.active_from))
+    for event in events:
+        attrs = event["event_attributes"]
+        at = parse_time(attrs["stage_changed_at"])
+        before = [(status, when) for status, when in history[attrs["deal_id"]] if when < at]
+        assert attrs["first_time_in_stage"] == (attrs["deal_stage_id"] not in {status for status, _ in before})
+        assert attrs["previous_stage_id"] == (before[-1][0] if before else None)
+        expected_seconds = int((at - before[-1][1]).total_seconds()) if before else None
+        assert attrs["seconds_in_previous_stage"] == expected_seconds
+        assert event["event_type"] == ("Deal Won" if attrs["deal_stage_id"] == won else "Deal Stage Changed")
+        assert parse_time(event["utc_time"]).timestamp() * 1000 == event["_timestamp"]
+        deal = s.workspace.deal(attrs["deal_id"])
+        people = [s.workspace.person(v.fields["target_record_id"]).current("name")[0].fields["full_name"]
+                  for v in deal.current("associated_people")]
+        assert attrs["associated_people"] == people
+        assert attrs["associated_company"] == (event["company"]["name"] if "company" in event else None)
+        assert (attrs["value"], attrs["value_currency"]) == (attrs["deal_value"], attrs["deal_currency"])
+        assert attrs["owner"] == attrs["deal_owner"]
+    # the sandbox's histories revisit stages (A → B → A), so both answers are exercised
+    assert {e["event_attributes"]["first_time_in_stage"] for e in events} == {True, False}
+    assert any(e["event_type"] == "Deal Won" for e in events)

@@ -77,7 +77,7 @@ class Deal:
     created_at: datetime | None = None
     # The active values of the attributes ATTIO_EVENT_ATTRIBUTES names, by slug, as Attio gives them
     # (rendered for the event once record and member names are known).
-    attributes: dict[str, tuple[dict, ...]] = field(default_factory=dict, repr=False)
+    attributes: dict[str, tuple[dict, ...]] = field(default_factory=dict, repr=False, hash=False)
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,7 @@ def references(
 
 
 def _title(item: object) -> str | None:
-    # Record values carry the whole option or status; the bare-id form of the spec has no title to show.
+    # Record values carry the whole option or status; the spec also allows a bare id, which is shown as it is.
     if isinstance(item, dict):
         return item.get("title")
     return str(item) if item else None

@@ -197,6 +197,25 @@ def allow_null_in_nullable_enums(node: Any) -> int:
     return patched
 
 
+def timestamp_values_as_date_time(node: Any) -> int:
+    """Declare every timestamp value's ``value`` a date-time, as the spec's own description and examples give it,
+    instead of ``format: date`` (quirk 4); return how many were patched."""
+    patched = 0
+    if isinstance(node, dict):
+        properties = node.get("properties")
+        if isinstance(properties, dict) and (properties.get("attribute_type") or {}).get("enum") == ["timestamp"]:
+            value = properties.get("value") or {}
+            if value.get("format") == "date":
+                value["format"] = "date-time"
+                patched += 1
+        for child in node.values():
+            patched += timestamp_values_as_date_time(child)
+    elif isinstance(node, list):
+        for child in node:
+            patched += timestamp_values_as_date_time(child)
+    return patched
+
+
 @pytest.fixture(scope="session")
 def spec_dict() -> dict[str, Any]:
     if not SPEC_PATH.exists():
@@ -205,6 +224,7 @@ def spec_dict() -> dict[str, Any]:
     with SPEC_PATH.open(encoding="utf-8") as file:
         spec = yaml.load(file, Loader=loader)
     assert allow_null_in_nullable_enums(spec) == 40, "the spec changed: review quirk 1"
+    assert timestamp_values_as_date_time(spec) == 15, "the spec changed: review quirk 4"
     # The sandbox listens on a free loopback port, not api.attio.com.
     spec["servers"] = [{"url": "http://127.0.0.1:{port}", "variables": {"port": {"default": "80"}}}]
     return spec

@@ -13,8 +13,9 @@ Spec quirks, and what this file does about each:
    400 and ``GET /v2/{target}/{identifier}/attributes`` no 404. Those bodies are validated against the same
    status's schema of the sibling operation (records/query 400, GET object 404).
 4. Timestamp *values* are declared ``format: date`` although the spec's own examples and descriptions give
-   a nanosecond date-time. The sandbox serves no timestamp-typed attribute (no ``created_at`` value in
-   ``values``), so this quirk is not exercised; record/entry ``created_at`` fields are plain strings.
+   a nanosecond date-time, which is what Attio sends and the sandbox writes (a timestamp attribute a test
+   adds, for the event's deal attributes). :func:`timestamp_values_as_date_time` declares exactly those 15
+   ``value`` fields ``format: date-time``; record/entry ``created_at`` fields are plain strings.
 5. ``created_by_actor.id`` is marked ``nullable: true``, an OpenAPI 3.0 keyword that 3.1 ignores, so a null
    actor id (Attio's ``system`` actor) would fail. The sandbox only writes as workspace members and API
    tokens, whose ids are strings.
@@ -22,6 +23,7 @@ Spec quirks, and what this file does about each:
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -216,3 +218,64 @@ def test_validation_is_not_vacuous(openapi, attio, http, workspace):
     )
     with pytest.raises(InvalidData):
         openapi.validate_response(RequestsOpenAPIRequest(response.request), broken)
+
+
+# One plain value of each type an event can carry (README, "The event"), as the sandbox's writes take it.
+EVERY_TYPE: dict[str, tuple[Any, ...]] = {
+    "text": ("Webinar",), "number": (12.5,), "rating": (4,), "checkbox": (False,), "date": ("2026-03-31",),
+    "timestamp": (datetime(2026, 3, 5, 14, 30, 0, 123456, tzinfo=UTC),), "currency": ((9900, "EUR"),),
+    "select": ("EMEA", "Partner"), "status": ("Open",), "domain": ("app.acme.com",),
+    "email-address": ("Jane.Doe+crm@Acme.com",), "location": ({"line_1": "1 Main St", "locality": "London",
+                                                             "postcode": "N1 9GU", "country_code": "GB"},),
+}
+
+
+def typed_workspace() -> tuple[Workspace, str, str]:
+    """A deal and its pipeline entry with a value of every type an event can carry (a multi-select too)."""
+    ws = Workspace.empty(clock=datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
+    company = ws.add_company("Acme Inc", "acme.com")
+    deal = ws.create_deal("Acme", "Lead", company=company, value=4200)
+    entry = ws.add_entry(deal, "Lead")
+    for target, item in (("deals", deal), ("sales_pipeline", entry)):
+        write = ws.set_deal_values if target == "deals" else ws.set_entry_values
+        for kind, values in EVERY_TYPE.items():
+            options = [str(v) for v in values] + ["Other"] if kind in ("select", "status") else ()
+            ws.add_attribute(f"my_{kind}", kind, target, multiselect=len(values) > 1, options=options)
+            write(item, f"my_{kind}", *values)
+        ws.add_attribute("partner", "record-reference", target, allowed_objects=["companies"])
+        write(item, "partner", company)
+        ws.add_attribute("closer", "actor-reference", target)
+        write(item, "closer", ws.members[1].member_id)
+    return ws, deal, entry
+
+
+def test_values_of_every_type_an_event_carries_validate_against_the_spec(openapi):
+    # Quirk 4: the timestamp value is checked as the date-time the spec describes, not `format: date`.
+    ws, deal, entry = typed_workspace()
+    kinds = [f"my_{kind}" for kind in EVERY_TYPE] + ["partner", "closer"]
+    with AttioSandbox(ws, rate_limit=None) as attio, requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {attio.token}"
+        paths = [("POST", "/v2/objects/deals/records/query"), ("GET", f"/v2/objects/deals/records/{deal}"),
+                 ("POST", "/v2/lists/sales_pipeline/entries/query"),
+                 ("GET", f"/v2/lists/sales_pipeline/entries/{entry}"),
+                 ("GET", "/v2/objects/deals/attributes"), ("GET", "/v2/lists/sales_pipeline/attributes")]
+        paths += [("GET", f"/v2/objects/deals/records/{deal}/attributes/{slug}/values?show_historic=true")
+                  for slug in kinds]
+        paths += [("GET", f"/v2/lists/sales_pipeline/entries/{entry}/attributes/{slug}/values") for slug in kinds]
+        for method, path in paths:
+            response = session.request(method, attio.url + path, json={} if method == "POST" else None)
+            assert response.status_code == 200, (path, response.text)
+            validate(openapi, response)
+        response = session.get(f"{attio.url}/v2/objects/deals/records/{deal}")
+        record = response.json()["data"]["values"]
+        broken = response.json()
+        broken["data"]["values"]["my_timestamp"][0]["value"] = "5 March 2026"
+        with pytest.raises(InvalidData):  # the format is checked: a timestamp that is no date-time fails
+            openapi.validate_response(RequestsOpenAPIRequest(response.request), MockResponse(
+                data=json.dumps(broken).encode(), status_code=200, content_type=response.headers["Content-Type"]))
+        row = session.get(f"{attio.url}/v2/lists/sales_pipeline/entries/{entry}").json()["data"]["entry_values"]
+    for values in (record, row):
+        assert {slug: len(values[slug]) for slug in kinds} == {**{slug: 1 for slug in kinds}, "my_select": 2}
+        assert [v["option"]["title"] for v in values["my_select"]] == ["EMEA", "Partner"]
+        assert values["my_timestamp"][0]["value"] == "2026-03-05T14:30:00.123456000Z"
+        assert values["my_currency"][0]["currency_code"] == "EUR"

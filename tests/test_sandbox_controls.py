@@ -137,3 +137,37 @@ def test_a_renamed_stage_keeps_its_id(attio, http, workspace):
     assert (after["id"], after["title"]) == (before["id"], "Sales qualified")
     row = http.post(f"{attio.url}/v2/objects/deals/records/query", json={}, timeout=5).json()["data"][0]
     assert row["values"]["stage"][0]["status"]["title"] == "Sales qualified"  # the cached rendering too
+
+
+def test_attributes_added_by_a_test_and_their_values(attio, http, workspace):
+    workspace.add_attribute("tags", "select", multiselect=True, options=["Enterprise", "Upsell"])
+    workspace.add_attribute("region", "text", target="sales_pipeline")
+    listed = http.get(f"{attio.url}/v2/objects/deals/attributes", timeout=5).json()["data"]
+    assert [(a["api_slug"], a["type"], a["is_multiselect"]) for a in listed][-1] == ("tags", "select", True)
+    row = http.get(f"{attio.url}/v2/objects/deals/records/d-2", timeout=5).json()["data"]
+    assert row["values"]["tags"] == []  # the cached rendering knows the new attribute
+    workspace.set_deal_values("d-2", "tags", "Enterprise", "Upsell", at=CLOCK - timedelta(hours=2))
+    workspace.set_deal_values("d-2", "tags", "Upsell")
+    values = http.get(f"{attio.url}/v2/objects/deals/records/d-2/attributes/tags/values",
+                      params={"show_historic": "true"}, timeout=5).json()["data"]
+    assert [(v["option"]["title"], v["active_until"]) for v in values] == [
+        ("Enterprise", "2026-03-01T12:00:00.000000000Z"), ("Upsell", "2026-03-01T12:00:00.000000000Z"),
+        ("Upsell", None)]
+    workspace.set_entry_values("e-1", "region", "EMEA")
+    entry = http.get(f"{attio.url}/v2/lists/sales_pipeline/entries/e-1", timeout=5).json()["data"]
+    assert entry["entry_values"]["region"][0]["value"] == "EMEA"
+
+
+def test_writes_attio_would_refuse_are_refused(workspace):
+    workspace.add_attribute("region", "text")
+    workspace.add_attribute("partner", "record-reference", allowed_objects=["companies"])
+    with pytest.raises(ValueError, match="not multi-select"):
+        workspace.set_deal_values("d-1", "region", "EMEA", "APAC")
+    with pytest.raises(TypeError):
+        workspace.set_deal_values("d-1", "region", 3)
+    with pytest.raises(KeyError, match="may point at"):
+        workspace.set_deal_values("d-1", "partner", "p-1")  # a person, where only companies are allowed
+    with pytest.raises(ValueError, match="move_deal"):
+        workspace.set_deal_values("d-1", "stage", "Won 🎉")
+    with pytest.raises(ValueError, match="already has"):
+        workspace.add_attribute("region", "number")

@@ -15,9 +15,11 @@ from sync.sandbox.records import (
     Record,
     Status,
     Value,
+    new_uuid,
+)
+from sync.sandbox.values import (
     currency_value,
     email_value,
-    new_uuid,
     owner_value,
     personal_name_value,
     plain_value,

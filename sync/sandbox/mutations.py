@@ -1,5 +1,6 @@
 """Writes to a sandbox workspace, as Attio's app or API would make them: stage moves, new deals, people,
-companies and list entries, changed emails, user ids and associations, renamed stages, deletions.
+companies and list entries, changed emails, user ids and associations, renamed stages, deletions, new
+attributes of an object or list and their values on deals and entries.
 
 :class:`WorkspaceMutations` is mixed into :class:`~sync.sandbox.workspace.Workspace`; every write takes the
 workspace lock and bumps the item's version, which drops its cached rendering.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -20,14 +21,20 @@ from sync.sandbox.records import (
     Item,
     Member,
     Record,
+    SelectOption,
+    Status,
     Value,
-    currency_value,
-    email_value,
     new_uuid,
+)
+from sync.sandbox.values import (
+    currency_value,
+    domain_value,
+    email_value,
     owner_value,
     personal_name_value,
     plain_value,
     reference_value,
+    typed_value,
 )
 
 
@@ -37,6 +44,9 @@ class WorkspaceMutations:
     lock: threading.RLock
     members: list[Member]
     rng: random.Random
+    workspace_id: str
+    objects: dict[str, Collection]
+    lists: dict[str, Collection]
 
     if TYPE_CHECKING:  # provided by Workspace
         @property
@@ -153,8 +163,7 @@ class WorkspaceMutations:
             record.values = {slug: [] for slug in self.companies.attributes}
             record.values["name"] = [plain_value("text", moment, actor, value=name)]
             if domain:
-                domains = [plain_value("domain", moment, actor, domain=domain, root_domain=domain)]
-                record.values["domains"] = domains
+                record.values["domains"] = [domain_value(moment, actor, domain)]
             self.companies.add(record)
             return record.record_id
 
@@ -193,6 +202,58 @@ class WorkspaceMutations:
                 if person_id not in kept:
                     deal.values["associated_people"].append(reference_value(moment, actor, "people", person_id))
             deal.version += 1
+
+    def add_attribute(
+        self,
+        slug: str,
+        kind: str,
+        target: str = "deals",
+        multiselect: bool = False,
+        options: Sequence[str] = (),
+        allowed_objects: Sequence[str] | None = None,
+        title: str | None = None,
+    ) -> Attribute:
+        """Define a new attribute of an object or list (``target``, by slug) and return it.
+
+        ``options`` are the titles of a select's options or a status attribute's statuses; ``allowed_objects``
+        the object slugs a record-reference may point at. Every item of ``target`` gets it, without values.
+        """
+        with self.lock:
+            collection = self.objects.get(target) or self.lists.get(target)
+            if collection is None:
+                raise KeyError(f"no object or list {target!r}")
+            if slug in collection.attributes:
+                raise ValueError(f"{target} already has an attribute {slug!r}")
+            if options and kind not in ("select", "status"):
+                raise ValueError(f"a {kind} attribute has no options")
+            attribute = Attribute(
+                new_uuid(self.rng), slug, title or slug.replace("_", " ").capitalize(), kind, self._moment(None),
+                is_multiselect=multiselect, default_currency_code="USD" if kind == "currency" else None,
+                allowed_object_ids=[self.objects[o].id for o in allowed_objects] if allowed_objects else None,
+            )
+            ids = (self.workspace_id, collection.id, attribute.attribute_id)
+            if kind == "select":
+                attribute.options = [SelectOption(*ids, new_uuid(self.rng), t) for t in options]
+            elif kind == "status":
+                attribute.statuses = [Status(*ids, new_uuid(self.rng), t) for t in options]
+            collection.attributes[slug] = attribute
+            for item in collection.items.values():
+                item.values.setdefault(slug, [])
+                item.version += 1
+            return attribute
+
+    def set_deal_values(self, record_id: str, slug: str, *values: Any, at: datetime | None = None) -> None:
+        """Replace the current values of a deal's attribute with ``values`` (none clears it), each given as
+        :func:`~sync.sandbox.values.typed_value` takes it; the values replaced become history."""
+        with self.lock:
+            self._set_values(self.deals, self.deal(record_id), slug, values, at)
+
+    def set_entry_values(self, entry_id: str, slug: str, *values: Any, at: datetime | None = None) -> None:
+        """Replace the current values of a pipeline entry's attribute, as :meth:`set_deal_values` does."""
+        with self.lock:
+            if self.pipeline is None:
+                raise KeyError("the workspace has no pipeline list")
+            self._set_values(self.pipeline, self.entry(entry_id), slug, values, at)
 
     def rename_stage(self, stage: str, title: str) -> None:
         """Rename a deal stage (by title or id): its id stays, every value shows the new title."""
@@ -250,9 +311,34 @@ class WorkspaceMutations:
         collection.reindex_stage(item, old_key)
         return value.to_api()
 
-    def _replace(self, record: Record, slug: str, new: list[Value], moment: datetime) -> None:
-        for current in record.current(slug):
+    def _replace(self, item: Item, slug: str, new: list[Value], moment: datetime) -> None:
+        for current in item.current(slug):
             current.active_until = moment
-        record.values.setdefault(slug, []).extend(new)
-        record.version += 1
+        item.values.setdefault(slug, []).extend(new)
+        item.version += 1
+
+    def _set_values(
+        self, collection: Collection, item: Item, slug: str, values: Sequence[Any], at: datetime | None
+    ) -> None:
+        attribute = collection.attributes.get(slug)
+        if attribute is None:
+            raise KeyError(f"{collection.api_slug} has no attribute {slug!r}")
+        if slug == collection.stage_slug:
+            raise ValueError("the stage changes through move_deal or move_entry")
+        if len(values) > 1 and not attribute.is_multiselect:
+            raise ValueError(f"{slug!r} is not multi-select: it holds one value at a time")
+        moment = self._moment(at)
+        actor = self._actor()
+        new = [typed_value(attribute, raw, moment, actor, self._object_of(attribute, raw)) for raw in values]
+        self._replace(item, slug, new, moment)
+
+    def _object_of(self, attribute: Attribute, raw: Any) -> str | None:
+        """The slug of the object holding the record a record-reference value points at."""
+        if attribute.type != "record-reference":
+            return None
+        allowed = attribute.allowed_object_ids
+        for collection in self.objects.values():
+            if raw in collection.items and (allowed is None or collection.id in allowed):
+                return collection.api_slug
+        raise KeyError(f"no record {raw!r} that {attribute.api_slug!r} may point at")
 

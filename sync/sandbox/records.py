@@ -1,8 +1,8 @@
 """The records of an in-memory Attio workspace, kept in Attio's own shapes: members, statuses, attributes,
 values with their history, records, list entries and the collections (objects and lists) that index them.
 
-``to_api`` methods and :func:`item_json` render them as Attio's REST API v2 does; the ``*_value``
-constructors build the values of each attribute type.
+``to_api`` methods and :func:`item_json` render them as Attio's REST API v2 does; ``values.py`` builds the
+values of each attribute type.
 """
 
 from __future__ import annotations
@@ -88,6 +88,31 @@ class Status:
 
 
 @dataclass
+class SelectOption:
+    """One option of a select attribute. ``object_id`` is the list id for list attributes, as in Attio."""
+
+    workspace_id: str
+    object_id: str
+    attribute_id: str
+    option_id: str
+    title: str
+    is_archived: bool = False
+
+    def to_api(self) -> dict[str, Any]:
+        """The option as a select value renders it (``select-option`` in the spec), with its current title."""
+        return {
+            "id": {
+                "workspace_id": self.workspace_id,
+                "object_id": self.object_id,
+                "attribute_id": self.attribute_id,
+                "option_id": self.option_id,
+            },
+            "title": self.title,
+            "is_archived": self.is_archived,
+        }
+
+
+@dataclass
 class Attribute:
     """An attribute of an object or list."""
 
@@ -101,6 +126,7 @@ class Attribute:
     is_required: bool = False
     is_unique: bool = False
     statuses: list[Status] = field(default_factory=list)
+    options: list[SelectOption] = field(default_factory=list)
     allowed_object_ids: list[str] | None = None
     default_currency_code: str | None = None
 
@@ -110,6 +136,13 @@ class Attribute:
             if stage in (status.status_id, status.title):
                 return status
         raise KeyError(f"no status {stage!r} on attribute {self.api_slug!r}")
+
+    def option(self, choice: str) -> SelectOption:
+        """Find a select option by id or current title; raise ``KeyError`` if there is none."""
+        for option in self.options:
+            if choice in (option.option_id, option.title):
+                return option
+        raise KeyError(f"no option {choice!r} on attribute {self.api_slug!r}")
 
     def to_api(self, workspace_id: str, parent_id: str) -> dict[str, Any]:
         """The attribute as ``GET /v2/{target}/{identifier}/attributes`` returns it."""
@@ -149,6 +182,7 @@ class Value:
     actor: dict[str, Any]
     fields: dict[str, Any] = field(default_factory=dict)
     status: Status | None = None
+    option: SelectOption | None = None
 
     def to_api(self) -> dict[str, Any]:
         """The value in Attio's shape for its attribute type."""
@@ -159,6 +193,8 @@ class Value:
         }
         if self.status is not None:
             rendered["status"] = self.status.to_api()
+        elif self.option is not None:
+            rendered["option"] = self.option.to_api()
         else:
             rendered.update(self.fields)
         rendered["attribute_type"] = self.attribute_type
@@ -312,57 +348,9 @@ class EntryTransition(NamedTuple):
     active_from: datetime
 
 
-# ---- values of each attribute type ----------------------------------------------------------------------------
-
-
 def new_uuid(rng: random.Random) -> str:
     """A version 4 UUID drawn from ``rng`` (ids are deterministic per seed)."""
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-
-
-def plain_value(attribute_type: str, moment: datetime, actor: dict[str, Any], **fields: Any) -> Value:
-    """A current value of any type whose fields are given as they render."""
-    return Value(attribute_type, moment, None, actor, fields)
-
-
-def owner_value(moment: datetime, actor: dict[str, Any], member_id: str) -> Value:
-    """An ``actor-reference`` value naming a workspace member."""
-    return plain_value(
-        "actor-reference", moment, actor,
-        referenced_actor_type="workspace-member", referenced_actor_id=member_id,
-    )
-
-
-def currency_value(moment: datetime, actor: dict[str, Any], amount: float, code: str | None) -> Value:
-    """A ``currency`` value (``code`` None: no currency)."""
-    return plain_value("currency", moment, actor, currency_value=amount, currency_code=code)
-
-
-def reference_value(moment: datetime, actor: dict[str, Any], target_object: str, record_id: str) -> Value:
-    """A ``record-reference`` value pointing at a record of ``target_object``."""
-    return plain_value("record-reference", moment, actor, target_object=target_object, target_record_id=record_id)
-
-
-def personal_name_value(moment: datetime, actor: dict[str, Any], first: str, last: str) -> Value:
-    """A ``personal-name`` value."""
-    full = f"{first} {last}".strip()
-    return plain_value("personal-name", moment, actor, first_name=first, last_name=last, full_name=full)
-
-
-def email_value(moment: datetime, actor: dict[str, Any], email: str) -> Value:
-    """An ``email-address`` value, normalised as Attio does (lower case, domains split out)."""
-    local, _, domain = email.partition("@")
-    root = ".".join(domain.split(".")[-2:]) if domain else ""
-    return plain_value(
-        "email-address",
-        moment,
-        actor,
-        original_email_address=email,
-        email_address=email.lower(),
-        email_domain=domain.lower(),
-        email_root_domain=root.lower(),
-        email_local_specifier=local.split("+")[0].lower(),
-    )
 
 
 def item_json(collection: Collection, workspace_id: str, workspace_slug: str, item: Item) -> bytes:

@@ -15,9 +15,16 @@ from sync.attributes import (
     select_attributes,
 )
 from sync.events import EVENT_ATTRIBUTE_KEYS
-from tests.attio_shapes import attribute as definition
+from sync.sandbox.records import Attribute
+from tests.conftest import NOW, uid
 
 MEMBER = "50cf242c-7fa3-4cad-87d0-75b1af71c57b"
+DEALS = uid("object/deals")
+
+
+def definition(slug: str, kind: str, parent: str = DEALS) -> dict:
+    """An attribute of the object (or, given its id as ``parent``, the list) as Attio lists it."""
+    return Attribute(uid(f"attr/{parent}/{slug}"), slug, slug.title(), kind, NOW).to_api(uid("workspace"), parent)
 
 
 def value(attribute_type: str, until: str | None = None, **fields: object) -> dict:

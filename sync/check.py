@@ -10,8 +10,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sync.attio import AttioClient
+from sync.attributes import AttributeProblem, select_attributes
 from sync.config import Config
 from sync.errors import AttioAuthError, AttioError, AttioNotFound, StateError
+from sync.events import EVENT_ATTRIBUTE_KEYS
 from sync.state import check_file
 
 TEST_EVENT_TYPE = "attio-usermaven-sync test"
@@ -110,6 +112,31 @@ def _check_attio(config: Config, client: AttioClient, report: SetupReport) -> No
         report.add(has, "user id attribute", f"people.{wanted} exists" if has else
                    f"ATTIO_USER_ID_ATTRIBUTE {wanted!r} is not an attribute of people: set it to the slug of the "
                    "attribute that holds your app's user id, or leave it unset to use emails")
+    _check_event_settings(config, client, attributes, report)
+
+
+def _check_event_settings(config: Config, client: AttioClient, attributes: list[dict], report: SetupReport) -> None:
+    """ATTIO_EVENT_ATTRIBUTES and USERMAVEN_STAGE_EVENT_TYPES, as `run` checks them before reading deals."""
+    if config.attio_event_attributes:
+        object_attributes = client.attributes("objects", config.attio_object) if config.attio_list else attributes
+        try:
+            chosen = select_attributes(
+                config.attio_event_attributes, object_attributes, attributes if config.attio_list else [],
+                EVENT_ATTRIBUTE_KEYS, f"the object {config.attio_object!r}",
+                repr(config.attio_list) if config.attio_list else None)
+        except AttributeProblem as exc:
+            for problem in exc.problems:
+                report.add(False, "event attributes", f"ATTIO_EVENT_ATTRIBUTES: {problem}")
+        else:
+            report.add(True, "event attributes", ", ".join(
+                f"{a.slug} ({a.type}{', of the list entry' if a.on_list else ''})" for a in chosen))
+    if config.usermaven_stage_event_types and report.stages:
+        known = {s.status_id for s in report.stages} | {s.title for s in report.stages}
+        unknown = [stage for stage in config.usermaven_stage_event_types if stage not in known]
+        report.add(not unknown, "stage event types",
+                   f"USERMAVEN_STAGE_EVENT_TYPES names {', '.join(map(repr, unknown))}, not a stage: use a title "
+                   "or id of the stages listed" if unknown else
+                   f"{len(config.usermaven_stage_event_types)} stage(s) sent under their own event type")
 
 
 def _attribute_exists(client: AttioClient, report: SetupReport, target: str, identifier: str, setting: str) -> bool:

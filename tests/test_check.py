@@ -154,3 +154,20 @@ def test_check_fails_on_a_state_path_the_sync_cannot_use(sandbox):
 def test_check_says_it_does_not_contact_usermaven(sandbox):
     result = sandbox.cli("check")
     assert "Usermaven is not contacted by `check`: `check --send-test-event` checks" in result.stdout
+
+
+def test_event_attributes_and_stage_event_types_are_checked_as_run_checks_them(sandbox):
+    s = sandbox
+    won = s.workspace.status_id("Won 🎉")
+    result = s.cli("check", ATTIO_EVENT_ATTRIBUTES="owner,value", USERMAVEN_STAGE_EVENT_TYPES=f"{won}=Deal Won;Lost=L")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"ok    event attributes +owner \(actor-reference\), value \(currency\)", result.stdout)
+    assert re.search(r"ok    stage event types +2 stage\(s\) sent under their own event type", result.stdout)
+    result = s.cli("check", ATTIO_EVENT_ATTRIBUTES="owner,lead_sorce,source", USERMAVEN_STAGE_EVENT_TYPES="Won=W")
+    assert result.returncode == 2
+    out = result.stdout
+    assert "FAIL  event attributes" in out
+    assert "ATTIO_EVENT_ATTRIBUTES: 'lead_sorce' is not an attribute of the object 'deals'" in out
+    assert "ATTIO_EVENT_ATTRIBUTES: 'source' is not an attribute" in out
+    assert "FAIL  stage event types" in out and "USERMAVEN_STAGE_EVENT_TYPES names 'Won', not a stage" in out
+    assert "3 of " in out and "checks failed" in out

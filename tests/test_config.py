@@ -6,7 +6,7 @@ import pytest
 
 from sync.config import ConfigError, load_config
 
-REQUIRED = {"ATTIO_API_KEY": "a", "USERMAVEN_API_KEY": "b", "USERMAVEN_SERVER_TOKEN": "c",
+REQUIRED = {"ATTIO_API_KEY": "attio-key-1", "USERMAVEN_API_KEY": "um-key-22", "USERMAVEN_SERVER_TOKEN": "token-333",
             "USERMAVEN_SITE_URL": "https://acme.example"}
 
 

@@ -108,8 +108,11 @@ def _check_attio(config: Config, client: AttioClient, report: SetupReport) -> No
     if config.attio_user_id_attribute:
         people = client.attributes("objects", "people")
         wanted = config.attio_user_id_attribute
-        has = any(wanted in (a.get("api_slug"), a.get("id", {}).get("attribute_id")) for a in people)
-        report.add(has, "user id attribute", f"people.{wanted} exists" if has else
+        slugs = [a.get("api_slug") for a in people
+                 if wanted in (a.get("api_slug"), a.get("id", {}).get("attribute_id"))]
+        has = bool(slugs)
+        shown = f"{slugs[0]} (id {wanted})" if has and slugs[0] != wanted else wanted
+        report.add(has, "user id attribute", f"people.{shown} exists" if has else
                    f"ATTIO_USER_ID_ATTRIBUTE {wanted!r} is not an attribute of people: set it to the slug of the "
                    "attribute that holds your app's user id, or leave it unset to use emails")
     _check_event_settings(config, client, attributes, report)

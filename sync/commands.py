@@ -267,6 +267,7 @@ def _execute_run(command: str, config: Config, dry_run: bool, out: TextIO | None
 
 def _work(s: Services, tally: Tally, work: Work, dry_run: bool, out: TextIO) -> tuple[int, str]:
     s.source.check()
+    s.resolver.user_id_attribute = s.source.user_id_attribute  # the slug check() found, if an id was configured
     started_at = now_text()
     final: str | None = None
     try:

@@ -90,11 +90,13 @@ class DealSource:
         if self.user_id_attribute:
             people = self.client.attributes("objects", "people")
             with reading("GET /v2/objects/people/attributes"):
-                known = any(self.user_id_attribute in (a.get("api_slug"), (a.get("id") or {}).get("attribute_id"))
-                            for a in people)
-            if not known:
+                slugs = [a.get("api_slug") for a in people
+                         if self.user_id_attribute in (a.get("api_slug"), (a.get("id") or {}).get("attribute_id"))]
+            if not slugs:
                 raise SetupError(f"ATTIO_USER_ID_ATTRIBUTE {self.user_id_attribute!r} is not an attribute of "
                                  "people: set it to the slug of the attribute that holds your app's user id")
+            # People's values are keyed by slug, whichever form was configured (an id would match nothing).
+            self.user_id_attribute = slugs[0] or self.user_id_attribute
         if self.event_attribute_names:
             self._check_event_attributes(attributes)
         if self.stage_event_types:

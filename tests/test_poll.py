@@ -112,8 +112,11 @@ def test_case_2_email_identity(workspace, usermaven, run):
     assert usermaven.events[0]["user"] == {"id": "jane@acme.com", "email": "jane@acme.com"}
 
 
-def test_case_1_user_id_identity_when_attribute_configured(workspace, usermaven, run, monkeypatch):
-    monkeypatch.setenv("ATTIO_USER_ID_ATTRIBUTE", "app_user_id")
+@pytest.mark.parametrize("by", ["slug", "attribute id"])
+def test_case_1_user_id_identity_when_attribute_configured(workspace, usermaven, run, monkeypatch, by):
+    attribute = workspace.people.attribute("app_user_id")
+    assert attribute is not None
+    monkeypatch.setenv("ATTIO_USER_ID_ATTRIBUTE", attribute.api_slug if by == "slug" else attribute.attribute_id)
     run("run")
     workspace.move_deal(uid("d2"), "Qualified", NOW + MINUTE)
     workspace.move_deal(uid("d1"), "Demo", NOW + MINUTE)

@@ -14,7 +14,7 @@ import requests
 
 from sync import clock
 from sync.attributes import EventAttribute, active
-from sync.errors import AttioAuthError, AttioError, AttioNotFound
+from sync.errors import AttioAuthError, AttioError, AttioNotFound, SetupError
 from sync.http import CONNECT_TIMEOUT, RateLimiter, RequestStats, make_session
 from sync.models import Deal, Person, StageValue, format_time, parse_time
 from sync.redact import Redactor
@@ -147,6 +147,45 @@ def record_name(record: dict) -> str | None:
 def member_name(member: dict) -> str | None:
     name = " ".join(p for p in (member.get("first_name"), member.get("last_name")) if p)
     return name or None
+
+
+def find_attribute(attributes: Sequence[dict], wanted: str) -> dict | None:
+    """The attribute whose slug or id is `wanted` (every setting that names an attribute takes either)."""
+    return next((a for a in attributes if wanted in (a.get("api_slug"), (a.get("id") or {}).get("attribute_id"))),
+                None)
+
+
+def stage_attribute_slug(attributes: Sequence[dict], wanted: str, where: str) -> str:
+    """The slug of the status attribute ATTIO_STAGE_ATTRIBUTE names among `where`'s attributes (values are keyed
+    by slug, whichever form was configured); SetupError saying what to set instead."""
+    statuses = ", ".join(sorted(a.get("api_slug", "?") for a in attributes if a.get("type") == "status")) or "none"
+    found = find_attribute(attributes, wanted)
+    if found is None:
+        raise SetupError(f"ATTIO_STAGE_ATTRIBUTE {wanted!r} is not an attribute of {where}: set it to one of its "
+                         f"status attributes: {statuses}")
+    if found.get("type") != "status":
+        raise SetupError(f"ATTIO_STAGE_ATTRIBUTE {wanted!r} on {where} is of type {found.get('type')!r}, not a "
+                         f"status: set it to one of its status attributes: {statuses}")
+    return str(found.get("api_slug") or wanted)
+
+
+def user_id_attribute_slug(people_attributes: Sequence[dict], wanted: str) -> str:
+    """The slug of the people attribute ATTIO_USER_ID_ATTRIBUTE names (people's values are keyed by slug, so an
+    id would match nothing); SetupError if there is none."""
+    found = find_attribute(people_attributes, wanted)
+    if found is None:
+        raise SetupError(f"ATTIO_USER_ID_ATTRIBUTE {wanted!r} is not an attribute of people: set it to the slug of "
+                         "the attribute that holds your app's user id, or leave it unset to use emails")
+    return str(found.get("api_slug") or wanted)
+
+
+def check_stage_event_types(named: Iterable[str], titles: dict[str, str], attribute: str) -> None:
+    """Every stage USERMAVEN_STAGE_EVENT_TYPES names is a title or status id in `titles` (id → title, archived
+    stages included); SetupError naming the others and the stages there are."""
+    unknown = [k for k in named if k not in titles and k not in titles.values()]
+    if unknown:
+        raise SetupError(f"USERMAVEN_STAGE_EVENT_TYPES names {', '.join(map(repr, unknown))}, not a stage of "
+                         f"{attribute!r}; its stages are: {', '.join(map(repr, titles.values()))}")
 
 
 def active_from_filter(attribute: str, since: datetime) -> dict:

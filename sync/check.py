@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sync.attio import AttioClient
+from sync.attio import AttioClient, check_stage_event_types, stage_attribute_slug, user_id_attribute_slug
 from sync.attributes import AttributeProblem, select_attributes
 from sync.config import Config
-from sync.errors import AttioAuthError, AttioError, AttioNotFound, StateError
+from sync.errors import AttioAuthError, AttioError, AttioNotFound, SetupError, StateError
 from sync.events import EVENT_ATTRIBUTE_KEYS
 from sync.state import check_file
 
@@ -88,17 +88,11 @@ def _check_attio(config: Config, client: AttioClient, report: SetupReport) -> No
     if config.attio_list and not _attribute_exists(client, report, target, identifier, setting):
         return
     attributes = client.attributes(target, identifier)
-    wanted = config.attio_stage_attribute
-    found = [a for a in attributes if wanted in (a.get("api_slug"), a.get("id", {}).get("attribute_id"))]
-    statuses = sorted(a.get("api_slug", "?") for a in attributes if a.get("type") == "status")
-    if not found:
-        report.add(False, "stage attribute", f"ATTIO_STAGE_ATTRIBUTE {wanted!r} is not an attribute of "
-                   f"{identifier!r}: set it to one of its status attributes: {', '.join(statuses) or 'none'}")
-    elif found[0].get("type") != "status":
-        report.add(False, "stage attribute", f"{identifier}.{wanted} is of type {found[0].get('type')!r}, not "
-                   f"a status: set ATTIO_STAGE_ATTRIBUTE to one of {', '.join(statuses) or 'none'}")
+    try:
+        slug = stage_attribute_slug(attributes, config.attio_stage_attribute, f"{target[:-1]} {identifier!r}")
+    except SetupError as exc:
+        report.add(False, "stage attribute", str(exc))
     else:
-        slug = found[0].get("api_slug") or wanted
         report.add(True, "stage attribute", f"{identifier}.{slug} is a status attribute")
         for status in client.statuses(target, identifier, slug):
             report.stages.append(Stage(str(status.get("id", {}).get("status_id", "?")),
@@ -106,15 +100,13 @@ def _check_attio(config: Config, client: AttioClient, report: SetupReport) -> No
         report.add(bool(report.stages), "stages", f"{len(report.stages)} stage(s)" if report.stages else
                    f"{identifier}.{slug} has no stages: add them in Attio")
     if config.attio_user_id_attribute:
-        people = client.attributes("objects", "people")
         wanted = config.attio_user_id_attribute
-        slugs = [a.get("api_slug") for a in people
-                 if wanted in (a.get("api_slug"), a.get("id", {}).get("attribute_id"))]
-        has = bool(slugs)
-        shown = f"{slugs[0]} (id {wanted})" if has and slugs[0] != wanted else wanted
-        report.add(has, "user id attribute", f"people.{shown} exists" if has else
-                   f"ATTIO_USER_ID_ATTRIBUTE {wanted!r} is not an attribute of people: set it to the slug of the "
-                   "attribute that holds your app's user id, or leave it unset to use emails")
+        try:
+            slug = user_id_attribute_slug(client.attributes("objects", "people"), wanted)
+        except SetupError as exc:
+            report.add(False, "user id attribute", str(exc))
+        else:
+            report.add(True, "user id attribute", f"people.{slug}{f' (id {wanted})' if slug != wanted else ''} exists")
     _check_event_settings(config, client, attributes, report)
 
 
@@ -134,12 +126,14 @@ def _check_event_settings(config: Config, client: AttioClient, attributes: list[
             report.add(True, "event attributes", ", ".join(
                 f"{a.slug} ({a.type}{', of the list entry' if a.on_list else ''})" for a in chosen))
     if config.usermaven_stage_event_types and report.stages:
-        known = {s.status_id for s in report.stages} | {s.title for s in report.stages}
-        unknown = [stage for stage in config.usermaven_stage_event_types if stage not in known]
-        report.add(not unknown, "stage event types",
-                   f"USERMAVEN_STAGE_EVENT_TYPES names {', '.join(map(repr, unknown))}, not a stage: use a title "
-                   "or id of the stages listed" if unknown else
-                   f"{len(config.usermaven_stage_event_types)} stage(s) sent under their own event type")
+        try:
+            check_stage_event_types(config.usermaven_stage_event_types,
+                                    {s.status_id: s.title for s in report.stages}, config.attio_stage_attribute)
+        except SetupError as exc:
+            report.add(False, "stage event types", str(exc))
+        else:
+            report.add(True, "stage event types",
+                       f"{len(config.usermaven_stage_event_types)} stage(s) sent under their own event type")
 
 
 def _attribute_exists(client: AttioClient, report: SetupReport, target: str, identifier: str, setting: str) -> bool:

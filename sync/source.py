@@ -16,11 +16,14 @@ from sync.attio import (
     AttioClient,
     Page,
     active_from_filter,
+    check_stage_event_types,
     current_stage,
     deal_from_record,
     pick_values,
     reading,
+    stage_attribute_slug,
     stage_value,
+    user_id_attribute_slug,
 )
 from sync.attributes import AttributeProblem, EventAttribute, select_attributes
 from sync.config import Config
@@ -69,38 +72,21 @@ class DealSource:
         return ("lists", self.list) if self.list else ("objects", self.object)
 
     def check(self) -> None:
-        """Check the token and that the configured attributes exist, before any work (SetupError if not)."""
+        """Check the token and that the configured attributes exist, before any work (SetupError if not).
+        Settings that name attributes by id are turned into slugs, as values are keyed by slug."""
         self.client.check_token()
         target, identifier = self.target
         attributes = self.client.attributes(target, identifier)
         with reading(f"GET /v2/{target}/{identifier}/attributes"):
-            found = [a for a in attributes
-                     if self.attribute in (a.get("api_slug"), (a.get("id") or {}).get("attribute_id"))]
-        if not found:
-            raise SetupError(f"ATTIO_STAGE_ATTRIBUTE {self.attribute!r} is not an attribute of {target[:-1]} "
-                             f"{identifier!r}; its attributes are: "
-                             + ", ".join(sorted(a.get("api_slug", "?") for a in attributes)))
-        if found[0].get("type") != "status":
-            statuses = sorted(a.get("api_slug", "?") for a in attributes if a.get("type") == "status")
-            raise SetupError(f"ATTIO_STAGE_ATTRIBUTE {self.attribute!r} on {identifier!r} is of type "
-                             f"{found[0].get('type')!r}, not a status; status attributes there: "
-                             f"{', '.join(statuses) or 'none'}")
-        # Record values and entry values are keyed by slug, whichever form was configured.
-        self.attribute = found[0].get("api_slug") or self.attribute
+            self.attribute = stage_attribute_slug(attributes, self.attribute, f"{target[:-1]} {identifier!r}")
         if self.user_id_attribute:
             people = self.client.attributes("objects", "people")
             with reading("GET /v2/objects/people/attributes"):
-                slugs = [a.get("api_slug") for a in people
-                         if self.user_id_attribute in (a.get("api_slug"), (a.get("id") or {}).get("attribute_id"))]
-            if not slugs:
-                raise SetupError(f"ATTIO_USER_ID_ATTRIBUTE {self.user_id_attribute!r} is not an attribute of "
-                                 "people: set it to the slug of the attribute that holds your app's user id")
-            # People's values are keyed by slug, whichever form was configured (an id would match nothing).
-            self.user_id_attribute = slugs[0] or self.user_id_attribute
+                self.user_id_attribute = user_id_attribute_slug(people, self.user_id_attribute)
         if self.event_attribute_names:
             self._check_event_attributes(attributes)
         if self.stage_event_types:
-            self._check_stage_event_types()
+            check_stage_event_types(self.stage_event_types, self._status_titles(), self.attribute)
 
     def _check_event_attributes(self, target_attributes: list[dict]) -> None:
         """Find each attribute ATTIO_EVENT_ATTRIBUTES names on the object (and the list): SetupError naming
@@ -115,14 +101,6 @@ class DealSource:
                     f"the object {self.object!r}", repr(self.list) if self.list else None)
         except AttributeProblem as exc:
             raise SetupError("ATTIO_EVENT_ATTRIBUTES: " + "; ".join(exc.problems)) from None
-
-    def _check_stage_event_types(self) -> None:
-        """Every stage USERMAVEN_STAGE_EVENT_TYPES names is a stage title or status id (archived ones count)."""
-        titles = self._status_titles()
-        unknown = [k for k in self.stage_event_types if k not in titles and k not in titles.values()]
-        if unknown:
-            raise SetupError(f"USERMAVEN_STAGE_EVENT_TYPES names {', '.join(map(repr, unknown))}, not a stage of "
-                             f"{self.attribute!r}; its stages are: {', '.join(map(repr, titles.values()))}")
 
     # -- current stages --
 

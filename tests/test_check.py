@@ -65,7 +65,7 @@ def test_each_failure_says_what_to_fix_and_exits_2(sandbox, tmp_path):
     assert re.search(r"FAIL  scope object_configuration:read +not granted", out)
     assert re.search(r"FAIL  scope user_management:read +not granted: edit the token's scopes in Attio", out)
     assert "ok    scope record_permission:read" in out
-    assert "FAIL  stage attribute" in out and "not a status: set ATTIO_STAGE_ATTRIBUTE to one of stage" in out
+    assert "FAIL  stage attribute" in out and "not a status: set it to one of its status attributes: stage" in out
     assert "FAIL  user id attribute" in out and "leave it unset to use emails" in out
     assert "FAIL  state" in out and "set --state or SYNC_STATE_DB" in out
     assert "5 of 8 checks failed: fix what they say" in out

@@ -120,7 +120,8 @@ def test_wrong_stage_attribute_exits_2_listing_status_attributes(run, attio, mon
     monkeypatch.setenv("ATTIO_STAGE_ATTRIBUTE", "value")
     code, out, err = run("run")
     assert code == 2
-    assert "'value' on 'deals' is of type 'currency', not a status; status attributes there: stage" in err
+    assert ("'value' on object 'deals' is of type 'currency', not a status: set it to one of its status attributes: "
+            "stage") in err
     monkeypatch.setenv("ATTIO_STAGE_ATTRIBUTE", "phase")
     code, out, err = run("run")
     assert code == 2 and "'phase' is not an attribute of object 'deals'" in err

@@ -59,3 +59,13 @@ def test_example_config_file_is_valid():
 def test_ci_runs_the_readme_test_command():
     command = re.search(r"Run the tests:\n\n```sh\n(.+)\n```", README).group(1)
     assert command in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_test_the_readme_names_as_proof_exists():
+    named = set(re.findall(r"`(test_\w+\.py)(?:::(test_\w+))?", README))
+    assert named, "the README names the tests behind its guarantees"
+    for file, test in named:
+        path = ROOT / "tests" / file
+        assert path.exists(), file
+        if test:
+            assert re.search(rf"^def {test}\(", path.read_text(), re.M), f"{file}::{test}"

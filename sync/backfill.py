@@ -13,7 +13,7 @@ from tqdm import tqdm
 from sync import clock
 from sync.events import EventSettings
 from sync.models import Counts, Current, Transition, format_time, parse_time
-from sync.recording import baseline_rows, events_for, record_new
+from sync.recording import baseline_rows, events_for, record_new, split_unread
 from sync.resolve import Resolver
 from sync.source import DealSource, scan_time
 from sync.state import State
@@ -42,47 +42,71 @@ def backfill(state: State, source: DealSource, resolver: Resolver, settings: Eve
     baseline snapshot, and sets the checkpoint to the moment it began (Attio's clock) as soon as it knows it:
     polls run meanwhile, or after it was killed, take every change from then on, and the deals not in the
     snapshot yet count as new from then on.
+
+    A deal whose history cannot be used is not marked done: it waits in the retry set (scope: the backfill's
+    id) and the others go on. The backfill is finished only when every deal is done.
     """
     empty = state.checkpoints.get(POLL) is None
     run_id = backfill_id(source, since, until)
     if state.backfills.start(run_id, format_time(since), format_time(until) if until else None):
         log.info("resuming the unfinished backfill since %s", format_time(since))
+    else:
+        with state.atomic():
+            state.retries.clear(run_id)
     total = _count_deals(source) if progress else None
     bar = tqdm(total=total, unit="deal", desc="backfill", disable=not progress, dynamic_ncols=True)
+    unread: set[str] = set()  # deals that failed in this run: not read again until the next run
 
     def todo() -> Iterator[Current]:
+        """The deals not done yet."""
         for page in source.scan(None):
             fresh = page.currents
+            done = state.backfills.done_keys(run_id, [c.ref.key for c in fresh])
+            wanted = [c for c in fresh if c.ref.key not in done]
             if empty:
                 with state.atomic():
-                    began = state.checkpoints.get(BASELINE)
-                    if began is None:
+                    baseline = state.checkpoints.get(BASELINE)
+                    if baseline is None:
                         # Attio's clock checked against ours; without a readable Date, ours less the tolerance.
-                        began = format_time(scan_time(page) or page.received - clock.CLOCK_TOLERANCE)
-                        state.checkpoints.set(BASELINE, began)
-                        state.checkpoints.set(POLL, began)
-                    state.snapshot.save(baseline_rows(fresh, parse_time(began)))
-            done = state.backfills.done_keys(run_id, [c.ref.key for c in fresh])
+                        baseline = format_time(scan_time(page) or page.received - clock.CLOCK_TOLERANCE)
+                        state.checkpoints.set(BASELINE, baseline)
+                        state.checkpoints.set(POLL, baseline)
+                    state.snapshot.save(baseline_rows(fresh, parse_time(baseline)))
             bar.update(len(done))
-            yield from (c for c in fresh if c.ref.key not in done)
-            del page, fresh  # one page in memory at a time
+            yield from wanted
+            del page, fresh, wanted  # one page in memory at a time
 
     def select(current: Current, transitions: list[Transition]) -> list[Transition]:
         return in_range(transitions, since, until)
 
-    pairs = source.with_histories(todo())
+    def record(currents: Iterator[Current]) -> Iterator[Counts]:
+        pairs = source.with_histories(currents)
+        try:
+            while batch := list(islice(pairs, BATCH)):
+                read, failed = split_unread(batch)
+                found = events_for(read, select, source, resolver, settings)
+                keys = [current.ref.key for current, _ in read]
+                with state.atomic():
+                    counts = record_new(state.ledger, found, origin="backfill")
+                    state.backfills.mark_done(run_id, keys)
+                    state.retries.remove(run_id, keys)
+                    state.retries.add(run_id, failed)
+                unread.update(ref.key for ref, _ in failed)
+                bar.update(len(batch))
+                yield counts + Counts(deals_read=len(read), unread=len(failed))
+        finally:
+            pairs.close()
+
     try:
-        while batch := list(islice(pairs, BATCH)):
-            found = events_for(batch, select, source, resolver, settings)
-            with state.atomic():
-                counts = record_new(state.ledger, found, origin="backfill")
-                state.backfills.mark_done(run_id, (current.ref.key for current, _ in batch))
-            bar.update(len(batch))
-            yield counts + Counts(deals_read=len(batch))
+        yield from record(todo())
     finally:
-        pairs.close()
         bar.close()
-    state.backfills.finish(run_id)
+    if unread:
+        log.info("backfill: every other deal is done; %d deal(s) could not be read and are not", len(unread))
+        return
+    with state.atomic():
+        state.retries.clear(run_id)
+        state.backfills.finish(run_id)
 
 
 def _count_deals(source: DealSource) -> int:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 from sync.attio import AttioClient
-from sync.backfill import backfill
+from sync.backfill import backfill, backfill_id
 from sync.check import SetupReport, canary_event, check_setup
 from sync.config import Config
 from sync.delivery import deliver, print_pending, release_held
@@ -39,7 +39,7 @@ from sync.events import EventSettings
 from sync.healthcheck import Healthcheck
 from sync.lock import StateLock, lock_holder
 from sync.logformat import new_run_id, running
-from sync.models import Counts
+from sync.models import Counts, format_time
 from sync.poll import poll, record_baseline
 from sync.redact import Redactor
 from sync.replay import replay
@@ -47,6 +47,7 @@ from sync.resolve import Resolver
 from sync.source import DealSource
 from sync.state import State, open_state
 from sync.state.checkpoints import POLL
+from sync.state.retries import POLL_SCOPE
 from sync.state.sql import now_text
 from sync.status import resume_command
 from sync.usermaven import BATCH_EVENTS, UsermavenClient
@@ -86,6 +87,7 @@ class Tally:
     counts: Counts = field(default_factory=Counts)
     errors: list[str] = field(default_factory=list)
     sending: bool = True
+    unread: str = ""  # which deals could not be read, and what to do: the run then exits 1
 
     def add(self, counts: Counts | Iterable[Counts]) -> None:
         for each in [counts] if isinstance(counts, Counts) else counts:
@@ -129,6 +131,9 @@ def run_poll(config: Config, dry_run: bool = False, out: TextIO | None = None) -
             return (f"baseline recorded for {counts.deals_read} deals; nothing sent. "
                     "Use `run --backfill --since DATE` to send history")
         tally.add(poll(s.state, s.source, s.resolver, s.settings, timedelta(seconds=config.overlap_seconds)))
+        if tally.counts.unread:
+            tally.unread = unread_message(s.state.retries.rows(POLL_SCOPE),
+                                          "they wait in the retry set and every run reads them again (see `status`)")
         return None
 
     return _execute("run", config, dry_run, out, work)
@@ -152,6 +157,12 @@ def run_backfill(config: Config, since: datetime, until: datetime | None, dry_ru
                     log.error("%s; the backfill goes on recording, and sends what is pending at its end%s", exc,
                               "" if tally.sending else " (this batch: on the next run)")
                     delivering = False
+        if tally.counts.unread:
+            resume = resume_command({"since": format_time(since), "until": until and format_time(until)},
+                                    config.state_db, config.config_file)
+            tally.unread = unread_message(
+                s.state.retries.rows(backfill_id(s.source, since, until)),
+                f"every other deal is recorded; once Attio reads them, run the same command again: {resume}")
         return None
 
     return _execute("backfill", config, dry_run, out, work)
@@ -291,12 +302,15 @@ def _work(s: Services, tally: Tally, work: Work, dry_run: bool, out: TextIO) -> 
     # The exit code says how the run ended, not what it met on the way: a 503 retried with success is exit 0.
     counts = s.state.ledger.counts()
     errors = "; ".join(dict.fromkeys(tally.errors))
+    problems = [tally.unread] if tally.unread else []
     if counts["pending"]:
-        return EXIT_UNDELIVERED, f"{errors or 'not sent'}; {counts['pending']} event(s) stay pending for the next run"
-    if tally.counts.failed:
-        return EXIT_UNDELIVERED, f"{tally.counts.failed} event(s) failed; see `status`"
-    if errors:
+        problems.append(f"{errors or 'not sent'}; {counts['pending']} event(s) stay pending for the next run")
+    elif tally.counts.failed:
+        problems.append(f"{tally.counts.failed} event(s) failed; see `status`")
+    elif errors:
         log.warning("Usermaven failed on the way (%s); retried, and every event was delivered", errors)
+    if problems:
+        return EXIT_UNDELIVERED, "; ".join(problems)
     report_standing_conditions(s.state, counts)
     return EXIT_OK, ""
 
@@ -321,6 +335,13 @@ def summary_counts(report: Report) -> dict[str, int | float]:
     return {**dataclasses.asdict(report.counts), "attio_requests": report.attio_requests,
             "usermaven_requests": report.usermaven_requests, "exit_code": report.code,
             "seconds": round(report.seconds, 3)}
+
+
+def unread_message(rows: list[dict], what_to_do: str, shown: int = 5) -> str:
+    """The run's message for deals whose history could not be read: each deal with Attio's answer."""
+    named = "; ".join(f"deal {r['deal_key']}: {r['last_error']}" for r in rows[:shown])
+    more = f"; and {len(rows) - shown} more" if len(rows) > shown else ""
+    return f"{len(rows)} deal(s) could not be read from Attio ({named}{more}); {what_to_do}"
 
 
 def summary_line(report: Report, dry_run: bool) -> str:

@@ -140,6 +140,7 @@ class Counts:
     sent: int = 0
     failed: int = 0
     printed: int = 0
+    unread: int = 0  # deals whose history could not be used: in the retry set, read again next run
 
     def __add__(self, other: Counts) -> Counts:
         return Counts(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})

@@ -10,11 +10,12 @@ from itertools import islice
 from sync import clock
 from sync.events import EventSettings
 from sync.models import Counts, Current, Transition, format_time, parse_time
-from sync.recording import baseline_rows, events_for, record_new, snapshot_row
+from sync.recording import baseline_rows, events_for, record_new, snapshot_row, split_unread
 from sync.resolve import Resolver
 from sync.source import DealSource, scan_time
 from sync.state import State
 from sync.state.checkpoints import BASELINE, POLL
+from sync.state.retries import POLL_SCOPE
 from sync.transitions import after
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,10 @@ def _changed(current: Current, snapshot: dict | None) -> bool:
 
 def poll(state: State, source: DealSource, resolver: Resolver, settings: EventSettings,
          overlap: timedelta) -> Iterator[Counts]:
-    """Read the deals whose stage was written since the checkpoint (less `overlap`), record their new
-    transitions with the snapshot batch by batch (yielding each committed batch's counts), then advance the
-    checkpoint — only once every batch is committed, so a run that stops early leaves it where it was."""
+    """Read the deals whose stage was written since the checkpoint (less `overlap`) and those in the retry set,
+    record their new transitions with the snapshot batch by batch (yielding each committed batch's counts),
+    then advance the checkpoint — only once every batch is committed, so a run that stops early leaves it where
+    it was. A deal whose history cannot be used goes to the retry set with its batch instead of stopping it."""
     recorded = state.checkpoints.get(POLL)
     if recorded is None:
         # Without a baseline every deal would look new and its whole history would be sent.
@@ -89,6 +91,8 @@ def poll(state: State, source: DealSource, resolver: Resolver, settings: EventSe
     snapshots: dict[str, dict] = {}
     listed = 0
 
+    retry = {ref.key: ref for ref in state.retries.refs(POLL_SCOPE)}
+
     def changed_deals() -> Iterator[Current]:
         nonlocal started, received, latest, listed
         for page in source.scan(checkpoint - overlap):
@@ -99,9 +103,16 @@ def poll(state: State, source: DealSource, resolver: Resolver, settings: EventSe
             latest = _latest(latest, max((c.stage.active_from for c in fresh if c.stage), default=None))
             known = state.snapshot.rows([c.ref.key for c in fresh])
             for current in fresh:
-                if _changed(current, known.get(current.ref.key)):
+                if retry.pop(current.ref.key, None) or _changed(current, known.get(current.ref.key)):
                     snapshots[current.ref.key] = known.get(current.ref.key) or {}
                     yield current
+        # The deals earlier polls could not read, which the scan did not bring back: their history again.
+        leftover = list(retry.values())
+        listed += len(leftover)
+        known = state.snapshot.rows([ref.key for ref in leftover])
+        for ref in leftover:
+            snapshots[ref.key] = known.get(ref.key) or {}
+            yield Current(ref, None)
 
     def select(current: Current, transitions: list[Transition]) -> list[Transition]:
         snapshot = snapshots.pop(current.ref.key, {})
@@ -110,16 +121,23 @@ def poll(state: State, source: DealSource, resolver: Resolver, settings: EventSe
         return after(transitions, floor, inclusive=True)
 
     pairs = source.with_histories(changed_deals())
-    changed = transitions = reported = 0
+    changed = transitions = reported = unreadable = 0
     try:
         while batch := list(islice(pairs, BATCH)):
-            found = events_for(batch, select, source, resolver, settings)
+            read, unread = split_unread(batch)
+            found = events_for(read, select, source, resolver, settings)
             with state.atomic():
-                state.snapshot.save(snapshot_row(current, history) for current, history in batch)
+                state.snapshot.save(snapshot_row(current, history) for current, history in read)
                 counts = record_new(state.ledger, found, origin="poll")
+                # A deal that could not be read waits in the retry set: the checkpoint may then pass it.
+                state.retries.remove(POLL_SCOPE, [current.ref.key for current, _ in read])
+                state.retries.add(POLL_SCOPE, unread)
+            for ref, _ in unread:
+                snapshots.pop(ref.key, None)
             changed += len(batch)
             transitions += counts.transitions
-            yield counts + Counts(deals_read=listed - reported)
+            unreadable += len(unread)
+            yield counts + Counts(deals_read=listed - reported, unread=len(unread))
             reported = listed
     finally:
         pairs.close()
@@ -129,5 +147,5 @@ def poll(state: State, source: DealSource, resolver: Resolver, settings: EventSe
     with state.atomic():
         state.checkpoints.set(POLL, format_time(moment))
     yield Counts(deals_read=listed - reported)
-    log.info("poll: %d deal(s) with a stage written since %s, %d changed, %d new transition(s)",
-             listed, format_time(checkpoint - overlap), changed, transitions)
+    log.info("poll: %d deal(s) with a stage written since %s or to read again, %d changed, %d new transition(s), "
+             "%d to read again next run", listed, format_time(checkpoint - overlap), changed, transitions, unreadable)

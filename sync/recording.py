@@ -8,9 +8,9 @@ from datetime import datetime
 
 from sync.attributes import EventAttribute, Names, references, render_all
 from sync.events import EventSettings, build_event
-from sync.models import Counts, Current, Deal, StageValue, Transition, format_time
+from sync.models import Counts, Current, Deal, DealRef, StageValue, Transition, format_time
 from sync.resolve import Resolver
-from sync.source import DealSource
+from sync.source import DealSource, History, Unread
 from sync.state.ledger import HELD, PENDING, Ledger
 from sync.transitions import latest, transitions_from_history
 
@@ -104,6 +104,14 @@ def _names(attributes: Sequence[EventAttribute], values: Iterable[Mapping[str, S
         records |= more_records
         members |= more_members
     return resolver.names(records, members) if records or members else Names()
+
+
+def split_unread(batch: Sequence[tuple[Current, History]]
+                 ) -> tuple[list[tuple[Current, list[StageValue]]], list[tuple[DealRef, str]]]:
+    """A batch's deals whose history was read, and the others with why not (what the retry set keeps)."""
+    read = [(current, history) for current, history in batch if not isinstance(history, Unread)]
+    unread = [(current.ref, history.message) for current, history in batch if isinstance(history, Unread)]
+    return read, unread
 
 
 def record_new(ledger: Ledger, found: Sequence[Found], origin: str) -> Counts:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
+from sync.errors import AttioError
 from sync.events import EventSettings
-from sync.models import Counts, Current, Transition
+from sync.models import Counts, Current, StageValue, Transition
 from sync.recording import events_for, ledger_row
 from sync.resolve import Resolver
-from sync.source import DealSource
+from sync.source import DealSource, Unread
 from sync.state import State
 from sync.state.ledger import HELD
 from sync.transitions import in_range
@@ -25,7 +26,11 @@ def replay(state: State, source: DealSource, resolver: Resolver, settings: Event
     instead of counting a second conversion; new ones are added. Raises AttioNotFound for an unknown deal.
     """
     currents = source.find(record_id)
-    pairs = list(source.with_histories(currents))
+    pairs: list[tuple[Current, list[StageValue]]] = []
+    for current, history in source.with_histories(currents):
+        if isinstance(history, Unread):
+            raise AttioError(f"{history.message}; nothing was queued again, run the replay again later")
+        pairs.append((current, history))
 
     def select(current: Current, transitions: list[Transition]) -> list[Transition]:
         return in_range(transitions, since, None)

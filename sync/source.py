@@ -27,11 +27,33 @@ from sync.attio import (
 )
 from sync.attributes import AttributeProblem, EventAttribute, select_attributes
 from sync.config import Config
-from sync.errors import AttioError, AttioNotFound, SetupError
+from sync.errors import AttioAuthError, AttioError, AttioNotFound, SetupError
 from sync.events import EVENT_ATTRIBUTE_KEYS
-from sync.models import Current, Deal, DealRef, StageValue
+from sync.models import Current, Deal, DealRef, StageValue, format_time
+from sync.transitions import behind
 
 log = logging.getLogger(__name__)
+
+
+# History reads in a row that fail with no answer about the deal itself (5xx, 429 or no connection, after every
+# retry) before the run stops: Attio is down, and putting every deal aside would only make the next run slower.
+UNAVAILABLE_AFTER = 5
+
+
+@dataclass(frozen=True)
+class Unread:
+    """A deal whose history could not be used this time, and why; it goes to the retry set."""
+
+    message: str
+    attio_down: bool = False  # Attio said nothing about the deal itself (a 5xx, or no answer at all)
+
+
+History = list[StageValue] | Unread
+
+
+def _about_the_deal(error: AttioError) -> bool:
+    """Attio answered about this deal (a 4xx other than auth or rate limit): other deals may read fine."""
+    return error.status is not None and 400 <= error.status < 500 and error.status not in (401, 403, 429)
 
 
 @dataclass
@@ -166,8 +188,8 @@ class DealSource:
 
     # -- history --
 
-    def history(self, ref: DealRef) -> list[StageValue]:
-        """Every value the stage attribute has had on this deal, oldest first."""
+    def history(self, ref: DealRef) -> list[StageValue] | None:
+        """Every value the stage attribute has had on this deal, oldest first; None if the deal is gone."""
         attribute = quote(self.attribute)
         if ref.entry_id:
             path = f"/v2/lists/{quote(self.list or '')}/entries/{quote(ref.entry_id)}/attributes/{attribute}/values"
@@ -178,13 +200,32 @@ class DealSource:
         except AttioNotFound:
             # Deleted since the query listed it (deletes are permanent in Attio): nothing left to send.
             log.warning("deal %s was deleted in Attio while this run read it; skipped", ref.key)
-            return []
+            return None
         with reading(f"GET {path}"):
             values = [stage_value(v) for v in raw if v.get("status")]
         if all(v.title for v in values):
             return values
         titles = self._status_titles()
         return [replace(v, title=v.title or titles.get(v.status_id) or v.status_id) for v in values]
+
+    def read_history(self, current: Current) -> History:
+        """The deal's history, or an Unread saying why it cannot be used this time: Attio refused it, or it ends
+        before the stage the query just returned (a read behind the query). A deleted deal has none."""
+        try:
+            history = self.history(current.ref)
+        except AttioAuthError:
+            raise
+        except AttioError as exc:
+            return Unread(str(exc), attio_down=not _about_the_deal(exc))
+        if history is None:
+            return []
+        if behind(current.stage, history):
+            assert current.stage is not None
+            newest = max(history, key=lambda v: v.active_from, default=None)
+            shown = f"{newest.title} since {format_time(newest.active_from)}" if newest else "nothing"
+            return Unread(f"Attio's history of deal {current.ref.key} ends with {shown}, behind the stage the "
+                          f"query returned ({current.stage.title} since {format_time(current.stage.active_from)})")
+        return history
 
     def _status_titles(self) -> dict[str, str]:
         """Stage titles by status id, archived stages included (for values that come without a title)."""
@@ -197,32 +238,48 @@ class DealSource:
             return self._titles
 
     def with_histories(self, currents: Iterable[Current], window: int | None = None
-                       ) -> Generator[tuple[Current, list[StageValue]], None, None]:
-        """(deal, history) in input order, histories read by a thread pool a bounded window ahead."""
+                       ) -> Generator[tuple[Current, History], None, None]:
+        """(deal, history) in input order, histories read by a thread pool a bounded window ahead.
+
+        A deal whose history cannot be used comes with an Unread instead, and the others go on. Two failures
+        stop the reading instead (raised): a refused token, and UNAVAILABLE_AFTER reads in a row that Attio
+        answered about nothing (down, not one bad deal).
+        """
         window = window or self.workers * 4
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="attio")
-        queue: deque[tuple[Current, Future]] = deque()
+        queue: deque[tuple[Current, Future[History]]] = deque()
+        down = 0
+
+        def ready() -> tuple[Current, History]:
+            nonlocal down
+            head, future = queue.popleft()
+            history = future.result()
+            down = down + 1 if isinstance(history, Unread) and history.attio_down else 0
+            if down >= UNAVAILABLE_AFTER:
+                raise AttioError(f"{history.message if isinstance(history, Unread) else ''} "
+                                 f"({down} history reads in a row failed after every retry)")
+            return head, history
+
         try:
             for current in currents:
-                queue.append((current, pool.submit(self.history, current.ref)))
+                queue.append((current, pool.submit(self.read_history, current)))
                 while len(queue) >= window or (queue and queue[0][1].done()):
-                    head, future = queue.popleft()
-                    yield head, future.result()
+                    yield ready()
             while queue:
-                head, future = queue.popleft()
-                yield head, future.result()
+                yield ready()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
     # -- the deal records events describe --
 
     def deals(self, currents: Iterable[Current]) -> dict[str, Deal]:
-        """The deal record of each current (fetched in batches for list entries), by record id."""
+        """The deal record of each current (fetched in batches when the current has none), by record id."""
         deals: dict[str, Deal] = {}
         missing: list[str] = []
         for current in currents:
+            # An entry's row is not its parent record, and a deal read again from the retry set has no row.
             record = current.record
-            if not self.list or ((record.get("id") or {}).get("record_id") == current.ref.record_id):
+            if (record.get("id") or {}).get("record_id") == current.ref.record_id:
                 with reading(f"the {self.object} record {current.ref.record_id}"):
                     deals[current.ref.record_id] = deal_from_record(record, self.event_attributes)
             else:

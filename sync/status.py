@@ -1,4 +1,5 @@
-"""`status`: what the state database says — checkpoints, ledger counts, held and failed events, last runs."""
+"""`status`: what the state database says — checkpoints, ledger counts, held and failed events, the deals to
+read again, last runs."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 from sync.duration import describe
 from sync.errors import StateError
 from sync.state import open_state
+from sync.state.retries import POLL_SCOPE
 
 
 def resume_command(backfill: dict, state_path: Path, config_file: Path | None = None) -> str:
@@ -34,6 +36,7 @@ def read_status(state_path: Path, config_file: Path | None = None) -> dict[str, 
         raise StateError(f"cannot read the state database at {state_path} ({exc}): is it an attio-usermaven-sync "
                          "state file?") from None
     try:
+        backfills = {b["id"]: b for b in state.backfills.unfinished()}
         return {
             "state": str(state_path),
             "checkpoints": state.checkpoints.all(),
@@ -42,12 +45,22 @@ def read_status(state_path: Path, config_file: Path | None = None) -> dict[str, 
             "held": state.ledger.held_reasons(),
             "pending_errors": state.ledger.pending_errors(),
             "failed": state.ledger.failures(),
+            "retry": [_retry_entry(row, backfills, state_path, config_file) for row in state.retries.rows()],
             "unfinished_backfills": [{**b, "resume": resume_command(b, state_path, config_file)}
-                                     for b in state.backfills.unfinished()],
+                                     for b in backfills.values()],
             "runs": state.runs.last(),
         }
     finally:
         state.close()
+
+
+def _retry_entry(row: dict, backfills: dict[str, dict], state_path: Path, config_file: Path | None) -> dict[str, Any]:
+    """A deal in the retry set, with who reads it again: every poll, or the backfill's next run."""
+    if row["scope"] == POLL_SCOPE:
+        return row
+    backfill = backfills.get(row["scope"])
+    return {**row, "scope": "backfill", "backfill_since": backfill["since"] if backfill else None,
+            "resume": resume_command(backfill, state_path, config_file) if backfill else None}
 
 
 def format_status(report: dict[str, Any]) -> str:
@@ -64,6 +77,10 @@ def format_status(report: dict[str, Any]) -> str:
     lines += [f"  pending:   {r['count']} — last attempt: {r['last_error']}" for r in report["pending_errors"]]
     lines += [f"  failed:    {r['event_id']} (deal {r['deal_key']} → {r['to_stage']}, {r['changed_at']}): "
               f"{r['last_error']}" for r in report["failed"]]
+    for r in report["retry"]:
+        who = "poll" if r["scope"] == POLL_SCOPE else f"backfill since {r['backfill_since']}"
+        lines.append(f"  to read again: deal {r['deal_key']} ({who}, {r['attempts']} attempts since "
+                     f"{r['first_failed'][:19].replace('T', ' ')}): {r['last_error']}")
     lines += [f"unfinished backfill since {b['since']}: {b['deals_done']} deals done; resume: {b['resume']}"
               for b in report["unfinished_backfills"]]
     lines.append("last runs:")

@@ -91,3 +91,12 @@ def in_range(transitions: Iterable[Transition], since: datetime | None, until: d
         t for t in transitions
         if (since is None or t.changed_at >= since) and (until is None or t.changed_at < until)
     ]
+
+
+def behind(current: StageValue | None, history: Sequence[StageValue]) -> bool:
+    """True when a history read ends before the current stage a query returned for the same deal: the read
+    saw an older state of the deal, and its last value is not the deal's stage now."""
+    if current is None:
+        return False
+    newest = max((v.active_from for v in history), default=None)
+    return newest is None or newest < current.active_from

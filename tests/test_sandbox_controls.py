@@ -100,6 +100,14 @@ def test_refused_history_reads_of_one_record_then_answers(attio, http):
     assert history(http, attio, "d-1").json()["data"][-1]["status"]["title"] == "Qualified"
 
 
+def test_a_stale_history_read_misses_the_newest_value_the_record_shows(attio, http, workspace):
+    attio.stale_history("d-1")
+    record = http.get(f"{attio.url}/v2/objects/deals/records/d-1", timeout=5).json()["data"]
+    assert record["values"]["stage"][0]["status"]["title"] == "Qualified"
+    titles = [[v["status"]["title"] for v in history(http, attio, "d-1").json()["data"]] for _ in range(2)]
+    assert titles[0] == titles[1][:-1] and titles[1][-1] == "Qualified"
+
+
 def test_a_deal_deleted_before_its_history_is_read_answers_404(attio, http, workspace):
     attio.delete_before_history("d-1")
     listed = http.post(f"{attio.url}/v2/objects/deals/records/query", json={}, timeout=5).json()["data"]

@@ -94,6 +94,11 @@ class AttioSandbox(LoopbackServer):
         """Refuse the next ``n`` value (history) reads of one record or entry with ``status``."""
         self.endpoints.fail_history(item_id, n, status)
 
+    def stale_history(self, item_id: str, n: int = 1) -> None:
+        """Answer the next ``n`` value reads of one record or entry without its newest value (a read behind a
+        recent write), while queries and the record show it."""
+        self.endpoints.stale_history(item_id, n)
+
     def delete_before_history(self, record_id: str) -> None:
         """Delete a deal when its history is next read (listed by a query, gone when read: 404)."""
         self.endpoints.delete_before_history(record_id)

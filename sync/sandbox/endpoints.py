@@ -44,6 +44,7 @@ class AttioEndpoints:
         self._lock = threading.Lock()
         self._history_faults: dict[str, collections.deque[int]] = {}
         self._delete_on_read: set[str] = set()
+        self._stale_reads: dict[str, int] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -70,6 +71,14 @@ class AttioEndpoints:
             raise ValueError("n must be >= 0")
         with self._lock:
             self._history_faults.setdefault(item_id, collections.deque()).extend([status] * n)
+
+    def stale_history(self, item_id: str, n: int = 1) -> None:
+        """Answer the next ``n`` value reads of one record or entry without its newest value: a read behind a
+        recent write, as a replica that has not caught up would serve it (the record itself is up to date)."""
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        with self._lock:
+            self._stale_reads[item_id] = self._stale_reads.get(item_id, 0) + n
 
     def delete_before_history(self, record_id: str) -> None:
         """Delete a deal (with its entries) when its history is next read: a deal deleted in Attio after a
@@ -234,6 +243,9 @@ class AttioEndpoints:
             status = pending.popleft() if pending else None
             delete = item_id in self._delete_on_read
             self._delete_on_read.discard(item_id)
+            stale = self._stale_reads.get(item_id, 0) > 0
+            if stale:
+                self._stale_reads[item_id] -= 1
         if delete and item_id in self.workspace.deals.items:
             self.workspace.delete_deal(item_id)
         if status is not None:
@@ -250,6 +262,8 @@ class AttioEndpoints:
         if not show_historic:
             values = [v for v in values if v.active_until is None]
         values = sorted(values, key=lambda v: v.active_from)
+        if stale:
+            values = values[:-1]
         window = values[offset: None if limit is None else offset + limit]
         return json_reply(200, {"data": [v.to_api() for v in window]})
 

@@ -1,5 +1,6 @@
 """The state database (one SQLite file, through sqlite-utils): the deal snapshot, the ledger of events,
-checkpoints, the run log and backfill resume points, each a small part named for what it keeps."""
+checkpoints, the run log, backfill resume points and the deals to read again, each a small part named for what
+it keeps."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from sync.state.canaries import Canaries
 from sync.state.checkpoints import Checkpoints
 from sync.state.ledger import Ledger
 from sync.state.notices import Notices
+from sync.state.retries import Retries
 from sync.state.runs import Runs
 from sync.state.schema import migrations
 from sync.state.snapshot import Snapshot
@@ -35,6 +37,7 @@ class State:
         self.backfills = Backfills(db)
         self.notices = Notices(db)
         self.canaries = Canaries(db)
+        self.retries = Retries(db)
 
     def atomic(self) -> AbstractContextManager[Database]:
         return self.db.atomic()

@@ -54,3 +54,16 @@ def m003_notices_and_canaries(db: Database) -> None:
     # Test events (`check --send-test-event`): what was sent, so that `--resend` sends the same id again.
     db.table("canaries").create({"event_id": str, "payload": str, "sends": int, "last_sent_at": str},
                                 pk="event_id")
+
+
+@migrations()
+def m004_retry(db: Database) -> None:
+    """Deals whose history could not be read: the poll (scope `poll`) or the backfill (scope: its id) reads
+    them again on its next run, until it succeeds."""
+    db.table("retry").create(
+        {"scope": str, "deal_key": str, "record_id": str, "entry_id": str, "first_failed": str,
+         "last_failed": str, "attempts": int, "last_error": str},
+        pk=("scope", "deal_key"),
+        defaults={"attempts": 0},
+        not_null={"record_id", "last_error"},
+    )

@@ -23,6 +23,9 @@ from sync.transitions import in_range
 log = logging.getLogger(__name__)
 
 BATCH = 50  # deals per commit: what a killed backfill reads again at most
+# Passes over the deal list after the first, for deals the offset paging pushed past a page boundary; the
+# backfill is finished once a pass finds none.
+SWEEPS = 3
 
 
 def backfill_id(source: DealSource, since: datetime, until: datetime | None) -> str:
@@ -44,7 +47,8 @@ def backfill(state: State, source: DealSource, resolver: Resolver, settings: Eve
     snapshot yet count as new from then on.
 
     A deal whose history cannot be used is not marked done: it waits in the retry set (scope: the backfill's
-    id) and the others go on. The backfill is finished only when every deal is done.
+    id) and the others go on. The backfill is finished only when every deal is done, and when a last pass over
+    the deal list finds none that the paging skipped (offsets shift when deals are deleted mid-scan).
     """
     empty = state.checkpoints.get(POLL) is None
     run_id = backfill_id(source, since, until)
@@ -55,14 +59,19 @@ def backfill(state: State, source: DealSource, resolver: Resolver, settings: Eve
             state.retries.clear(run_id)
     total = _count_deals(source) if progress else None
     bar = tqdm(total=total, unit="deal", desc="backfill", disable=not progress, dynamic_ncols=True)
+    began: datetime | None = None  # Attio's clock when this run's first pass began
     unread: set[str] = set()  # deals that failed in this run: not read again until the next run
+    missed = 0
 
-    def todo() -> Iterator[Current]:
-        """The deals not done yet."""
+    def todo(sweep: bool) -> Iterator[Current]:
+        """The deals not done yet; in a sweep, only those that existed when the first pass began."""
+        nonlocal began, missed
         for page in source.scan(None):
+            began = began or page.date
             fresh = page.currents
             done = state.backfills.done_keys(run_id, [c.ref.key for c in fresh])
-            wanted = [c for c in fresh if c.ref.key not in done]
+            wanted = [c for c in fresh if c.ref.key not in done and c.ref.key not in unread
+                      and not (sweep and _created_after(c, began))]
             if empty:
                 with state.atomic():
                     baseline = state.checkpoints.get(BASELINE)
@@ -71,8 +80,11 @@ def backfill(state: State, source: DealSource, resolver: Resolver, settings: Eve
                         baseline = format_time(scan_time(page) or page.received - clock.CLOCK_TOLERANCE)
                         state.checkpoints.set(BASELINE, baseline)
                         state.checkpoints.set(POLL, baseline)
-                    state.snapshot.save(baseline_rows(fresh, parse_time(baseline)))
-            bar.update(len(done))
+                    state.snapshot.save(baseline_rows(wanted if sweep else fresh, parse_time(baseline)))
+            if sweep:
+                missed += len(wanted)
+            else:
+                bar.update(len(done))
             yield from wanted
             del page, fresh, wanted  # one page in memory at a time
 
@@ -98,15 +110,31 @@ def backfill(state: State, source: DealSource, resolver: Resolver, settings: Eve
             pairs.close()
 
     try:
-        yield from record(todo())
+        yield from record(todo(sweep=False))
+        for _ in range(SWEEPS):
+            missed = 0
+            yield from record(todo(sweep=True))
+            if not missed:
+                break
+            log.info("backfill: %d deal(s) were pushed past a page boundary of the deal list; read now", missed)
     finally:
         bar.close()
     if unread:
         log.info("backfill: every other deal is done; %d deal(s) could not be read and are not", len(unread))
         return
+    if missed:
+        log.warning("backfill: the deal list kept shifting under %d passes; run the same command again to finish",
+                    SWEEPS + 1)
+        return
     with state.atomic():
         state.retries.clear(run_id)
         state.backfills.finish(run_id)
+
+
+def _created_after(current: Current, moment: datetime | None) -> bool:
+    """The deal was created after `moment`: the polls from then on have it, whatever a backfill reads."""
+    created = current.record.get("created_at")
+    return bool(created and moment and parse_time(created) >= moment)
 
 
 def _count_deals(source: DealSource) -> int:

@@ -234,3 +234,31 @@ def test_move_during_an_empty_state_backfill_outside_its_range_is_sent_by_the_ne
     [moved] = usermaven.events[backfilled:]
     assert (moved["event_attributes"]["deal_id"], moved["event_attributes"]["deal_stage"]) == (uid("d2"), "Won 🎉")
 
+
+def test_backfill_finishes_only_when_every_deal_was_read_though_deletions_shift_the_pages(
+        attio, usermaven, run, env, monkeypatch):
+    """Deals deleted between two page reads shift the offsets by more than the pages overlap: a deal is
+    pushed past the boundary unseen. The backfill must still read it before it calls itself finished."""
+    from sync import attio as attio_module
+    from sync.attio import AttioClient
+
+    monkeypatch.setattr(attio_module, "PAGE_SIZE", 20)  # pages overlap by 4 rows
+    ids = attio.add_leads("g", 60, days_back=100)
+    query = AttioClient.query
+    scans = []
+
+    def deleting_after_the_first_page(self, path, filter=None, page_size=None):  # type: ignore[no-untyped-def]
+        scans.append(path)
+        for number, page in enumerate(query(self, path, filter, page_size)):
+            yield page
+            if len(scans) == 1 and number == 0:
+                for record_id in ids[:6]:
+                    del attio.deals[record_id]
+
+    monkeypatch.setattr(AttioClient, "query", deleting_after_the_first_page)
+    code, out, err = run("run", "--backfill", "--since", "2020-01-01")
+    assert code == 0, err
+    sent = [e["event_attributes"]["deal_id"] for e in usermaven.events]
+    assert set(ids[6:]) <= set(sent)  # (a deleted deal may have been read before it went)
+    assert len(sent) == len(set(sent))
+    assert "unfinished backfill" not in run("status")[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import sqlite3
@@ -17,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from sync.config import SETTINGS
-from sync.models import parse_time
+from sync.models import DealRef, StageValue, parse_time
 from sync.sandbox import AttioSandbox, Faults, UsermavenCollector, Workspace
+from sync.transitions import event_id
 
 SINCE = "2020-01-01"
 
@@ -202,28 +204,85 @@ def test_faults_on_both_sides_end_with_everything_delivered(sandbox):
     assert_everything_delivered_once(s, resends=codes.count(1))
 
 
-def test_killed_backfill_resumes_and_sends_everything_once(tmp_path):
-    workspace = Workspace.generate(seed=5, deals=400)
-    with AttioSandbox(workspace, rate_limit=100, latency=0.01) as attio, UsermavenCollector() as usermaven:
-        s = Setup(workspace, attio, usermaven, tmp_path / "sync.db")
-        process = s.popen("run", "--backfill", "--since", SINCE)
+# Seeded kill -9 trials: a few in every run of the suite, more with SYNC_CRASH_TRIALS=200 (about 7 s each).
+CRASH_TRIALS = int(os.environ.get("SYNC_CRASH_TRIALS", "3"))
+
+
+def run_with_kills(s: Setup, rng: random.Random, args: tuple[str, ...], kills: int, reads: int,
+                   **extra: str) -> int:
+    """Start the command and kill -9 it at a random moment, up to `kills` times, then run it to the end (a run
+    that ends before its moment is that end). Returns how many kills landed. `reads`: about how many Attio
+    requests the command makes, to spread the moments over its whole run."""
+    landed = 0
+    for _ in range(kills):
+        attio_before, usermaven_before = s.attio.stats["requests"], s.usermaven.requests
+        # the moment: after a random number of Attio requests, or of Usermaven batches (to land between a
+        # 200 and its commit), then a random few milliseconds more
+        on_usermaven = rng.random() < 0.4
+        after = rng.randint(1, 3) if on_usermaven else rng.randint(1, reads)
+        lag = rng.uniform(0, 0.04)
+        process = subprocess.Popen([sys.executable, "-m", "sync", *args], env=s.env(**extra),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
-        while len(usermaven.events) < 150 and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.05)
-        assert process.poll() is None, "the backfill finished before it could be killed"
+        while process.poll() is None and time.monotonic() < deadline:
+            done = (s.usermaven.requests - usermaven_before if on_usermaven
+                    else s.attio.stats["requests"] - attio_before)
+            if done >= after:
+                break
+            time.sleep(0.002)
+        time.sleep(lag)
+        if process.poll() is not None:
+            assert process.wait() == 0
+            return landed
         process.send_signal(signal.SIGKILL)
         process.wait()
-        reads_first = attio.stats["by_kind"].get("record_values", 0)
-        assert 0 < reads_first < 400
-        result = s.cli("run", "--backfill", "--since", SINCE)
-        assert result.returncode == 0, result.stderr
-        assert "resuming" in result.stderr
-        reads_total = attio.stats["by_kind"]["record_values"]
-        # Finished deals are not read again: only the batch in progress and the read-ahead window are.
-        assert reads_total <= 400 + 50 + 32
-        assert_everything_delivered_once(s, resends=1)  # the killed run
-        # A kill between Usermaven's 200 and the commit may resend one batch, with the same ids.
-        assert len(usermaven.events) - len(usermaven.unique_events()) <= 50
+        landed += 1
+    result = s.cli(*args, **extra)
+    assert result.returncode == 0, result.stderr
+    return landed
+
+
+def truth_ids(workspace: Workspace) -> set[str]:
+    """The event id of every transition in the workspace, from the sandbox's own record of its history."""
+    object_id, attribute_id = workspace.deals.id, workspace.stage_attribute.attribute_id
+    return {event_id(DealRef(t.record_id), StageValue(t.to_status_id, "", t.active_from, attribute_id, object_id))
+            for t in workspace.expected_transitions()}
+
+
+@pytest.mark.parametrize("trial", range(CRASH_TRIALS))
+def test_kill_9_at_random_moments_loses_nothing_and_resends_no_more_than_once_per_kill(tmp_path, trial):
+    rng = random.Random(trial)  # a failing trial is replayed by its number
+    workspace = Workspace.generate(seed=1000 + trial, deals=rng.randint(60, 160))
+    # Attio's clock, fixed and a little behind this machine's (the checkpoints follow it), so that the poll
+    # below can run after its overlap has passed the moves.
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    workspace.clock = start
+    # Usermaven answers 20 ms after it records a batch: room for a kill between its 200 and the commit.
+    with AttioSandbox(workspace, rate_limit=None) as attio, UsermavenCollector(latency=0.02) as usermaven:
+        s = Setup(workspace, attio, usermaven, tmp_path / "sync.db")
+        deals = workspace.deal_ids()
+        kills = run_with_kills(s, rng, ("run", "--backfill", "--since", SINCE), rng.randint(1, 3), len(deals))
+        # A resumed backfill does not read finished deals again: only, per kill, the batch in progress and the
+        # read-ahead window.
+        assert attio.stats["by_kind"]["record_values"] <= len(deals) + kills * (50 + 32)
+        workspace.clock = start + timedelta(minutes=2)
+        moved = rng.sample(deals, rng.randint(1, len(deals) // 2))
+        for record_id in moved:
+            for _ in range(rng.randint(1, 2)):
+                current = workspace.stage_history(record_id)[-1]["status"]["title"]
+                workspace.move_deal(record_id, rng.choice([t for t in ("Lead", "Qualified", "Demo", "Won 🎉", "Lost")
+                                                           if t != current]))
+        person = workspace.add_person(email=f"trial{trial}@example.org")
+        workspace.create_deal("Created between runs", "Lead", people=[person])
+        # The poll's overlap (a minute) ends after the moves: only the checkpoint keeps them in view.
+        workspace.clock = start + timedelta(minutes=5)
+        kills += run_with_kills(s, rng, ("run",), rng.randint(1, 3), len(moved) + 5, SYNC_OVERLAP_SECONDS="60")
+        raw = Counter(e["event_id"] for e in usermaven.events)  # every delivery, resends included
+        held = {r["event_id"] for r in s.ledger() if r["state"] == "held"}
+        assert {r["event_id"] for r in s.ledger()} == truth_ids(workspace), f"trial {trial}"
+        assert set(raw) == truth_ids(workspace) - held, f"trial {trial}"
+        assert {r["state"] for r in s.ledger()} <= {"sent", "held"}
+        assert max(raw.values()) - 1 <= kills, f"trial {trial}: an event resent more often than the {kills} kill(s)"
 
 
 def test_list_pipeline_backfill_poll_and_replay(sandbox):

@@ -30,7 +30,7 @@ from sync.config import Config
 from sync.errors import AttioAuthError, AttioError, AttioNotFound, SetupError
 from sync.events import EVENT_ATTRIBUTE_KEYS
 from sync.models import Current, Deal, DealRef, StageValue, format_time
-from sync.transitions import behind
+from sync.transitions import behind, latest
 
 log = logging.getLogger(__name__)
 
@@ -219,12 +219,12 @@ class DealSource:
             return Unread(str(exc), attio_down=not _about_the_deal(exc))
         if history is None:
             return []
-        if behind(current.stage, history):
-            assert current.stage is not None
-            newest = max(history, key=lambda v: v.active_from, default=None)
+        stage = current.stage
+        if stage is not None and behind(stage, history):
+            newest = latest(history)
             shown = f"{newest.title} since {format_time(newest.active_from)}" if newest else "nothing"
             return Unread(f"Attio's history of deal {current.ref.key} ends with {shown}, behind the stage the "
-                          f"query returned ({current.stage.title} since {format_time(current.stage.active_from)})")
+                          f"query returned ({stage.title} since {format_time(stage.active_from)})")
         return history
 
     def _status_titles(self) -> dict[str, str]:
@@ -254,10 +254,12 @@ class DealSource:
             nonlocal down
             head, future = queue.popleft()
             history = future.result()
-            down = down + 1 if isinstance(history, Unread) and history.attio_down else 0
-            if down >= UNAVAILABLE_AFTER:
-                raise AttioError(f"{history.message if isinstance(history, Unread) else ''} "
-                                 f"({down} history reads in a row failed after every retry)")
+            if not (isinstance(history, Unread) and history.attio_down):
+                down = 0
+            else:
+                down += 1
+                if down >= UNAVAILABLE_AFTER:
+                    raise AttioError(f"{history.message} ({down} history reads in a row failed so: Attio is down)")
             return head, history
 
         try:

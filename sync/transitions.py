@@ -93,10 +93,8 @@ def in_range(transitions: Iterable[Transition], since: datetime | None, until: d
     ]
 
 
-def behind(current: StageValue | None, history: Sequence[StageValue]) -> bool:
+def behind(current: StageValue, history: Sequence[StageValue]) -> bool:
     """True when a history read ends before the current stage a query returned for the same deal: the read
     saw an older state of the deal, and its last value is not the deal's stage now."""
-    if current is None:
-        return False
-    newest = max((v.active_from for v in history), default=None)
-    return newest is None or newest < current.active_from
+    newest = latest(history)
+    return newest is None or newest.active_from < current.active_from

@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from sync.models import DealRef, StageValue
-from sync.transitions import after, event_id, in_order, in_range, latest, transitions_from_history
+from sync.transitions import after, behind, event_id, in_order, in_range, latest, transitions_from_history
 
 T0 = datetime(2024, 1, 1, 9, 0, tzinfo=UTC)
 DEAL = DealRef("rec-1")
@@ -102,3 +102,11 @@ def test_previous_stage_started_when_the_deal_entered_it_not_at_its_last_rewrite
     result = transitions_from_history(DEAL, history)
     assert [t.from_stage_since for t in result] == [None, T0, T0 + timedelta(minutes=5)]
     assert result[2].changed_at - result[2].from_stage_since == timedelta(hours=1)
+
+
+def test_a_history_that_ends_before_the_current_stage_is_behind():
+    history = [value("lead", 0), value("demo", 5)]
+    assert not behind(value("demo", 5), history)
+    assert behind(value("won", 9), history)  # the query saw a newer write than the history read
+    assert behind(value("lead", 0), [])
+    assert not behind(value("lead", 0), [value("lead", 0), value("demo", 5)])  # the history is the newer read

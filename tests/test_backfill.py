@@ -243,7 +243,7 @@ def test_backfill_finishes_only_when_every_deal_was_read_though_deletions_shift_
     from sync.attio import AttioClient
 
     monkeypatch.setattr(attio_module, "PAGE_SIZE", 20)  # pages overlap by 4 rows
-    ids = attio.add_leads("g", 60, days_back=100)
+    ids = add_leads(attio.workspace, "g", 60, days_back=100)
     query = AttioClient.query
     scans = []
 
@@ -253,7 +253,7 @@ def test_backfill_finishes_only_when_every_deal_was_read_though_deletions_shift_
             yield page
             if len(scans) == 1 and number == 0:
                 for record_id in ids[:6]:
-                    del attio.deals[record_id]
+                    attio.workspace.delete_deal(record_id)
 
     monkeypatch.setattr(AttioClient, "query", deleting_after_the_first_page)
     code, out, err = run("run", "--backfill", "--since", "2020-01-01")

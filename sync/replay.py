@@ -29,7 +29,7 @@ def replay(state: State, source: DealSource, resolver: Resolver, settings: Event
     pairs: list[tuple[Current, list[StageValue]]] = []
     for current, history in source.with_histories(currents):
         if isinstance(history, Unread):
-            raise AttioError(f"{history.message}; nothing was queued again, run the replay again later")
+            raise AttioError(history.message)
         pairs.append((current, history))
 
     def select(current: Current, transitions: list[Transition]) -> list[Transition]:

@@ -61,3 +61,11 @@ def test_replay_summary_counts_replayed_apart_from_new(workspace, usermaven, run
     code, out, err = run("replay", uid("d1"))
     assert code == 0
     assert "replay: 1 deal(s) read, 0 new transition(s), 2 replayed, 2 event(s) sent" in err
+
+
+def test_replay_of_a_deal_whose_history_attio_refuses_exits_1_with_its_message(attio, workspace, usermaven, run,
+                                                                                 env):
+    attio.fail_history(uid("d1"))
+    code, out, err = run("replay", uid("d1"))
+    assert code == 1 and "Simulated refusal" in err
+    assert usermaven.events == [] and ledger_rows(env) == []

@@ -324,6 +324,9 @@ class AttioClient:
     def record(self, object_: str, record_id: str) -> dict:
         return self.get_one(f"/v2/objects/{quote(object_)}/records/{quote(record_id)}")
 
+    def entry(self, list_: str, entry_id: str) -> dict:
+        return self.get_one(f"/v2/lists/{quote(list_)}/entries/{quote(entry_id)}")
+
     def records_by_id(self, object_: str, record_ids: Sequence[str]) -> list[dict]:
         """The records with these ids, in batches of `record_id $in` queries."""
         unique = list(dict.fromkeys(record_ids))

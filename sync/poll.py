@@ -106,13 +106,23 @@ def poll(state: State, source: DealSource, resolver: Resolver, settings: EventSe
                 if retry.pop(current.ref.key, None) or _changed(current, known.get(current.ref.key)):
                     snapshots[current.ref.key] = known.get(current.ref.key) or {}
                     yield current
-        # The deals earlier polls could not read, which the scan did not bring back: their history again.
+        # The deals earlier polls could not read, which the scan did not bring back: their current stage (so that
+        # a history behind it is caught again), then their history.
         leftover = list(retry.values())
-        listed += len(leftover)
-        known = state.snapshot.rows([ref.key for ref in leftover])
-        for ref in leftover:
-            snapshots[ref.key] = known.get(ref.key) or {}
-            yield Current(ref, None)
+        if not leftover:
+            return
+        found = source.currents(leftover)
+        gone = sorted({ref.key for ref in leftover} - {current.ref.key for current in found})
+        if gone:
+            log.warning("deal(s) %s, to be read again, were deleted in Attio; dropped from the retry set",
+                        ", ".join(gone))
+            with state.atomic():
+                state.retries.remove(POLL_SCOPE, gone)
+        listed += len(found)
+        known = state.snapshot.rows([current.ref.key for current in found])
+        for current in found:
+            snapshots[current.ref.key] = known.get(current.ref.key) or {}
+            yield current
 
     def select(current: Current, transitions: list[Transition]) -> list[Transition]:
         snapshot = snapshots.pop(current.ref.key, {})

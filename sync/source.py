@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -186,6 +186,24 @@ class DealSource:
                        for e in entries]
         return entries
 
+    def currents(self, refs: Sequence[DealRef]) -> list[Current]:
+        """These deals as a query returns them (current stage and record), read again by id, for the ones no
+        query brought back. Records come in batches, list entries one by one; deals deleted are left out."""
+        if not self.list:
+            rows = self.client.records_by_id(self.object, [ref.record_id for ref in refs])
+            with reading(f"POST /v2/objects/{self.object}/records/query"):
+                return [self._current(row) for row in rows]
+        found: list[Current] = []
+        for ref in refs:
+            if ref.entry_id:
+                try:
+                    row = self.client.entry(self.list, ref.entry_id)
+                except AttioNotFound:
+                    continue
+                with reading(f"GET /v2/lists/{self.list}/entries/{ref.entry_id}"):
+                    found.append(self._current(row))
+        return found
+
     # -- history --
 
     def history(self, ref: DealRef) -> list[StageValue] | None:
@@ -275,13 +293,12 @@ class DealSource:
     # -- the deal records events describe --
 
     def deals(self, currents: Iterable[Current]) -> dict[str, Deal]:
-        """The deal record of each current (fetched in batches when the current has none), by record id."""
+        """The deal record of each current (fetched in batches for list entries), by record id."""
         deals: dict[str, Deal] = {}
         missing: list[str] = []
         for current in currents:
-            # An entry's row is not its parent record, and a deal read again from the retry set has no row.
             record = current.record
-            if (record.get("id") or {}).get("record_id") == current.ref.record_id:
+            if not self.list or ((record.get("id") or {}).get("record_id") == current.ref.record_id):
                 with reading(f"the {self.object} record {current.ref.record_id}"):
                     deals[current.ref.record_id] = deal_from_record(record, self.event_attributes)
             else:

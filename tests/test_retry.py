@@ -35,7 +35,7 @@ def test_one_unreadable_deal_does_not_hold_back_the_others(attio, workspace, use
     run("run")
     workspace.move_deal(uid("d1"), "Demo", NOW + MINUTE)
     workspace.move_deal(uid("d2"), "Qualified", NOW + MINUTE)
-    attio.fail_history(uid("d1"), 4)  # a 400 on each of the next four polls' reads
+    attio.fail_history(uid("d1"), 5)  # a 400 on each of the next five polls' reads
     workspace.clock = NOW + 2 * MINUTE
     code, out, err = run("run")
     assert code == 1
@@ -52,7 +52,9 @@ def test_one_unreadable_deal_does_not_hold_back_the_others(attio, workspace, use
         assert code == 1 and f"deal {uid('d1')}" in err
         assert attio.history_reads[uid("d1")] == reads + 1
     assert len(usermaven.events) == 4
-    # Attio reads it again, long after its move left the changed-since window: the retry set brings it back
+    # Attio reads it again once its move has left the changed-since window: only the retry set brings it back
+    workspace.clock = NOW + 30 * MINUTE
+    assert run("run")[0] == 1
     workspace.clock = NOW + 60 * MINUTE
     code, out, err = run("run")
     assert code == 0, err
@@ -97,15 +99,56 @@ def test_a_deleted_deal_is_skipped_not_retried(attio, workspace, usermaven, run)
 def test_a_history_behind_the_query_is_not_the_snapshot_and_is_read_again(attio, workspace, usermaven, run):
     run("run")
     workspace.move_deal(uid("d1"), "Demo", NOW + MINUTE)
-    attio.stale_history(uid("d1"))  # the query shows Demo, the history read ends at Qualified
+    attio.stale_history(uid("d1"), 3)  # the query shows Demo, the next three history reads end at Qualified
     workspace.clock = NOW + 2 * MINUTE
     code, out, err = run("run")
     assert code == 1
     assert f"deal {uid('d1')}" in err and "behind the stage the query returned" in err
     assert usermaven.events == []
-    workspace.clock = NOW + 60 * MINUTE  # far past the changed-since window
+    workspace.clock = NOW + 30 * MINUTE
+    assert run("run")[0] == 1
+    # read again from the retry set only (its move has left the changed-since window): its current stage is
+    # read again too, so a history still behind it is not taken for the deal's stage either
+    workspace.clock = NOW + 60 * MINUTE
+    code, out, err = run("run")
+    assert code == 1 and "behind the stage the query returned" in err
+    workspace.clock = NOW + 61 * MINUTE
     assert run("run")[0] == 0
     assert moves(usermaven) == [(uid("d1"), "Qualified", "Demo")]
+
+
+def test_a_deal_deleted_while_in_the_retry_set_is_dropped_from_it(attio, workspace, usermaven, run):
+    run("run")
+    workspace.move_deal(uid("d1"), "Demo", NOW + MINUTE)
+    attio.fail_history(uid("d1"))
+    workspace.clock = NOW + 2 * MINUTE
+    assert run("run")[0] == 1
+    workspace.delete_deal(uid("d1"))
+    workspace.clock = NOW + 60 * MINUTE
+    code, out, err = run("run")
+    assert code == 0 and f"deal(s) {uid('d1')}, to be read again, were deleted in Attio" in err
+    assert json.loads(run("status", "--json")[1])["retry"] == []
+
+
+def test_a_list_entry_in_the_retry_set_is_read_again(attio, workspace, usermaven, run, monkeypatch):
+    monkeypatch.setenv("ATTIO_LIST", "sales_pipeline")
+    workspace.add_entry(uid("d1"), "Lead", NOW - days(100), entry_id=uid("e1"))
+    workspace.add_entry(uid("d2"), "Lead", NOW - days(50), entry_id=uid("e2"))
+    run("run")
+    workspace.move_entry(uid("e1"), "Demo", NOW + MINUTE)
+    workspace.move_entry(uid("e2"), "Demo", NOW + MINUTE)
+    attio.fail_history(uid("e1"), 2)
+    workspace.clock = NOW + 2 * MINUTE
+    code, out, err = run("run")
+    assert code == 1 and f"deal {uid('e1')}" in err
+    assert [e["event_attributes"]["entry_id"] for e in usermaven.events] == [uid("e2")]
+    workspace.clock = NOW + 30 * MINUTE
+    assert run("run")[0] == 1
+    workspace.clock = NOW + 60 * MINUTE  # the move has left the changed-since window: the retry set brings it
+    assert run("run")[0] == 0
+    [event] = usermaven.events[1:]
+    assert (event["event_attributes"]["entry_id"], event["event_attributes"]["deal_id"]) == (uid("e1"), uid("d1"))
+    assert event["event_attributes"]["deal_name"] == "Acme renewal"
 
 
 def test_backfill_completes_the_other_deals_and_names_the_one_to_retry(attio, workspace, usermaven, run):

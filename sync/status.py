@@ -57,7 +57,7 @@ def read_status(state_path: Path, config_file: Path | None = None) -> dict[str, 
 def _retry_entry(row: dict, backfills: dict[str, dict], state_path: Path, config_file: Path | None) -> dict[str, Any]:
     """A deal in the retry set, with who reads it again: every poll, or the backfill's next run."""
     if row["scope"] == POLL_SCOPE:
-        return row
+        return {**row, "backfill_since": None, "resume": None}
     backfill = backfills.get(row["scope"])
     return {**row, "scope": "backfill", "backfill_since": backfill["since"] if backfill else None,
             "resume": resume_command(backfill, state_path, config_file) if backfill else None}

@@ -59,7 +59,9 @@ def backfill(state: State, source: DealSource, resolver: Resolver, settings: Eve
             state.retries.clear(run_id)
     total = _count_deals(source) if progress else None
     bar = tqdm(total=total, unit="deal", desc="backfill", disable=not progress, dynamic_ncols=True)
-    began: datetime | None = None  # Attio's clock when this run's first pass began
+    # When this run's first pass began: the later of Attio's clock and this machine's, so that a clock behind
+    # can only make a sweep read more deals, never fewer.
+    began: datetime | None = None
     unread: set[str] = set()  # deals that failed in this run: not read again until the next run
     missed = 0
 
@@ -67,7 +69,7 @@ def backfill(state: State, source: DealSource, resolver: Resolver, settings: Eve
         """The deals not done yet; in a sweep, only those that existed when the first pass began."""
         nonlocal began, missed
         for page in source.scan(None):
-            began = began or page.date
+            began = began or max(page.date or page.received, page.received)
             fresh = page.currents
             done = state.backfills.done_keys(run_id, [c.ref.key for c in fresh])
             wanted = [c for c in fresh if c.ref.key not in done and c.ref.key not in unread

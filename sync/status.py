@@ -79,7 +79,8 @@ def format_status(report: dict[str, Any]) -> str:
               f"{r['last_error']}" for r in report["failed"]]
     for r in report["retry"]:
         who = "poll" if r["scope"] == POLL_SCOPE else f"backfill since {r['backfill_since']}"
-        lines.append(f"  to read again: deal {r['deal_key']} ({who}, {r['attempts']} attempts since "
+        attempts = f"{r['attempts']} attempt{'' if r['attempts'] == 1 else 's'}"
+        lines.append(f"  to read again: deal {r['deal_key']} ({who}, {attempts} since "
                      f"{r['first_failed'][:19].replace('T', ' ')}): {r['last_error']}")
     lines += [f"unfinished backfill since {b['since']}: {b['deals_done']} deals done; resume: {b['resume']}"
               for b in report["unfinished_backfills"]]

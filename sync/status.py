@@ -111,7 +111,8 @@ class Health:
 
 def check_health(state_path: Path, max_age: timedelta, max_held: timedelta, now: datetime | None = None) -> Health:
     """One line and a plugin exit code: CRITICAL when no run has succeeded within `max_age` (or ever), or
-    events have failed; WARNING when an event has been held longer than `max_held`; else OK."""
+    events have failed; WARNING when an event has been held longer than `max_held`, or deals wait in the retry
+    set (their history cannot be read); else OK."""
     now = now or datetime.now(UTC)
     try:
         if not state_path.exists():
@@ -123,6 +124,7 @@ def check_health(state_path: Path, max_age: timedelta, max_held: timedelta, now:
         last_success = state.runs.last_success()
         counts = state.ledger.counts()
         oldest_held = state.ledger.oldest_held()
+        unread = state.retries.rows()
     finally:
         state.close()
     problems: list[tuple[int, str]] = []
@@ -137,6 +139,11 @@ def check_health(state_path: Path, max_age: timedelta, max_held: timedelta, now:
         problems.append((CHECK_WARNING, f"{counts['held']} event(s) held, the oldest for "
                                         f"{_ago(now - _parse(oldest_held))} (more than "
                                         f"{describe(int(max_held.total_seconds()))})"))
+    if unread:
+        first = unread[0]
+        problems.append((CHECK_WARNING, f"{len(unread)} deal(s) Attio will not let this sync read, the first "
+                                        f"({first['deal_key']}) since {_ago(now - _parse(first['first_failed']))} "
+                                        "ago: see `status`"))
     if not problems:
         ran = _ago(now - _parse(last_success)) if last_success else "?"
         return Health(CHECK_OK, f"OK - last successful run {ran} ago; {counts['pending']} pending, "

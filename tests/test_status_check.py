@@ -81,3 +81,19 @@ def test_cli_prints_the_line_and_exits_with_the_plugin_code(state_path, capsys, 
     assert capsys.readouterr().out.startswith("OK - ")
     assert cli.main(["status", "--check", "--max-age", "soon", "--state", str(state_path)]) == 2
     assert "'soon' is not a duration" in capsys.readouterr().err
+
+
+def test_warning_names_deals_waiting_in_the_retry_set(state_path):
+    from sync.models import DealRef
+
+    _run(state_path, "run", 1, NOW - timedelta(minutes=4))
+    _run(state_path, "run", 0, NOW - timedelta(minutes=9))
+    state = open_state(state_path)
+    with state.atomic():
+        state.retries.add("poll", [(DealRef("deal-7"), "Attio answered 400 (validation_type) for ...")])
+    state.db.execute("update retry set first_failed = ?", [time_text(NOW - timedelta(hours=2))])
+    state.close()
+    health = check_health(state_path, AGE, HELD, now=NOW)
+    assert health.code == 1
+    assert health.line == ("WARNING - 1 deal(s) Attio will not let this sync read, the first (deal-7) since 2h ago: "
+                           "see `status`")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -181,39 +181,42 @@ def ledger_rows(env) -> list[dict]:
 SPEC_PATH = Path(__file__).resolve().parent / "spec" / "attio-openapi.yaml"
 
 
+def _patch_every_schema(node: Any, patch: Callable[[dict], bool]) -> int:
+    """Apply `patch` to every mapping in the spec, depth first; return how many it changed."""
+    if isinstance(node, dict):
+        return int(patch(node)) + sum(_patch_every_schema(child, patch) for child in node.values())
+    if isinstance(node, list):
+        return sum(_patch_every_schema(child, patch) for child in node)
+    return 0
+
+
 def allow_null_in_nullable_enums(node: Any) -> int:
     """Add null to every enum whose schema type allows null (quirk 1); return how many were patched."""
-    patched = 0
-    if isinstance(node, dict):
-        kinds, enum = node.get("type"), node.get("enum")
+
+    def patch(schema: dict) -> bool:
+        kinds, enum = schema.get("type"), schema.get("enum")
         if isinstance(kinds, list) and "null" in kinds and isinstance(enum, list) and None not in enum:
             enum.append(None)
-            patched += 1
-        for child in node.values():
-            patched += allow_null_in_nullable_enums(child)
-    elif isinstance(node, list):
-        for child in node:
-            patched += allow_null_in_nullable_enums(child)
-    return patched
+            return True
+        return False
+
+    return _patch_every_schema(node, patch)
 
 
 def timestamp_values_as_date_time(node: Any) -> int:
     """Declare every timestamp value's ``value`` a date-time, as the spec's own description and examples give it,
     instead of ``format: date`` (quirk 4); return how many were patched."""
-    patched = 0
-    if isinstance(node, dict):
-        properties = node.get("properties")
+
+    def patch(schema: dict) -> bool:
+        properties = schema.get("properties")
         if isinstance(properties, dict) and (properties.get("attribute_type") or {}).get("enum") == ["timestamp"]:
             value = properties.get("value") or {}
             if value.get("format") == "date":
                 value["format"] = "date-time"
-                patched += 1
-        for child in node.values():
-            patched += timestamp_values_as_date_time(child)
-    elif isinstance(node, list):
-        for child in node:
-            patched += timestamp_values_as_date_time(child)
-    return patched
+                return True
+        return False
+
+    return _patch_every_schema(node, patch)
 
 
 @pytest.fixture(scope="session")

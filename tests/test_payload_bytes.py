@@ -1,0 +1,76 @@
+"""The exact bytes an event is stored and sent as: pinned, so that speed work cannot change them."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+
+import responses
+from sqlite_utils import Database
+
+from sync.events import EventSettings, build_event, for_sending
+from sync.models import Deal, DealRef, Identity, StageValue
+from sync.recording import ledger_row
+from sync.state import State
+from sync.transitions import transitions_from_history
+from sync.usermaven import UsermavenClient
+
+URL = "https://events.usermaven.test/api/v1/s2s/event"
+REF = DealRef("rec-1", "ent-1")
+HISTORY = [
+    StageValue("st-lead", "Lead", datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC), "att-1", "list-1"),
+    StageValue("st-won", "Won 🎉 \"quoted\"", datetime(2025, 2, 3, 4, 5, 6, tzinfo=UTC), "att-1", "list-1"),
+]
+DEAL = Deal("rec-1", name="Ünïcode deal", value=1234.5, currency="EUR", owner_id="m-1",
+            people_ids=("p-1",), company_id="c-1", web_url="https://app.attio.com/x/deals/rec-1")
+IDENTITY = Identity(user_id="u-42", email="ana@example.com", case="user_id")
+SETTINGS = EventSettings("Deal Stage Changed", "https://acme.example")
+
+EVENT_IDS = ["8ae2dd00-7bf0-596c-8186-bc236a4f89c0", "d37a35f7-e9b3-528f-b67f-0de748056c30"]
+STORED = (
+    '{"event_type": "Deal Stage Changed", "event_id": "%s", "_timestamp": 1738555506000, '
+    '"url": "https://acme.example", "user": {"id": "u-42", "email": "ana@example.com"}, '
+    '"company": {"id": "c-1", "name": "Acme"}, "event_attributes": {"deal_id": "rec-1", '
+    '"deal_name": "Ünïcode deal", "deal_stage": "Won 🎉 \\"quoted\\"", "previous_stage": "Lead", '
+    '"deal_value": 1234.5, "deal_currency": "EUR", "deal_owner": "Olga Owner", '
+    '"deal_url": "https://app.attio.com/x/deals/rec-1", "stage_changed_at": "2025-02-03T04:05:06.000000Z", '
+    '"source": "Attio CRM", "entry_id": "ent-1"}}'
+)
+
+
+def _events() -> list[dict]:
+    transitions = transitions_from_history(REF, HISTORY)
+    return [build_event(t, DEAL, SETTINGS, IDENTITY, "Acme", "Olga Owner") for t in transitions]
+
+
+def test_event_ids_are_pinned():
+    assert [t.event_id for t in transitions_from_history(REF, HISTORY)] == EVENT_IDS
+
+
+def test_ledger_stores_the_pinned_payload_bytes():
+    transitions = transitions_from_history(REF, HISTORY)
+    state = State(Database(sqlite3.connect(":memory:")))
+    state.ledger.add([ledger_row(t, e, "backfill", None) for t, e in zip(transitions, _events(), strict=True)])
+    stored = dict(state.db.execute("select event_id, payload from ledger").fetchall())
+    assert stored[EVENT_IDS[1]] == STORED % EVENT_IDS[1]
+    row = state.db.execute("select changed_at, from_stage, to_stage, state from ledger where event_id = ?",
+                           [EVENT_IDS[1]]).fetchone()
+    assert row == ("2025-02-03T04:05:06.000000Z", "Lead", 'Won 🎉 "quoted"', "pending")
+    first = state.db.execute("select changed_at, payload from ledger where event_id = ?", [EVENT_IDS[0]]).fetchone()
+    assert first[0] == "2025-01-02T03:04:05.678901Z"
+    assert '"_timestamp": 1735787045678' in first[1] and '"previous_stage": null' in first[1]
+
+
+@responses.activate
+def test_usermaven_receives_the_pinned_bytes():
+    bodies: list[bytes] = []
+    responses.add_callback("POST", URL, lambda request: (bodies.append(request.body), (200, {}, "{}"))[1])
+    transitions = transitions_from_history(REF, HISTORY)
+    state = State(Database(sqlite3.connect(":memory:")))
+    state.ledger.add([ledger_row(t, e, "backfill", None) for t, e in zip(transitions, _events(), strict=True)])
+    rows = [row for chunk in state.ledger.iter_pending() for row in chunk]
+    UsermavenClient(URL, "key", "token").send([for_sending(row["payload"], "key") for row in rows])
+    sent = ('{"api_key": "key", ' + (STORED % EVENT_IDS[1])[1:]).encode()
+    assert bodies[0].endswith(b", " + sent + b"]")
+    assert bodies[0].startswith(b'[{"api_key": "key", "event_type": "Deal Stage Changed", "event_id": "'
+                                + EVENT_IDS[0].encode())

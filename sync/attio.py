@@ -15,7 +15,7 @@ import requests
 from sync import clock
 from sync.attributes import EventAttribute, active
 from sync.errors import AttioAuthError, AttioError, AttioNotFound, SetupError
-from sync.http import CONNECT_TIMEOUT, RateLimiter, RequestStats, make_session
+from sync.http import CONNECT_TIMEOUT, RateLimiter, RequestStats, make_session, settle_environment
 from sync.models import Deal, Person, StageValue, format_time, parse_time
 from sync.redact import Redactor
 
@@ -212,7 +212,8 @@ class AttioClient:
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = make_session(self.stats, self.limiter)
+            session = self._local.session = settle_environment(make_session(self.stats, self.limiter),
+                                                                   self.base_url)
         return session
 
     def request(self, method: str, path: str, params: dict | None = None, body: dict | None = None) -> Page:

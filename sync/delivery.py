@@ -75,10 +75,20 @@ def deliver(state: State, usermaven: UsermavenClient, api_key: str, min_batch: i
     Usermaven is unreachable or refuses the token.
     """
     for chunk in state.ledger.iter_pending():
-        for indexes in batches([row["payload"] for row in chunk]):
-            if len(indexes) < min_batch:
-                return
-            yield _send(state, usermaven, api_key, [chunk[i] for i in indexes])
+        # The batches Usermaven accepted are marked sent together, once per chunk of up to ten requests (or
+        # when delivery stops): one commit, one fsync, instead of one per request. A crash in between sends
+        # those again on the next run, as a crash between Usermaven's answer and the commit always could.
+        sent: list[str] = []
+        try:
+            for indexes in batches([row["payload"] for row in chunk],
+                                   sizes=[row["payload_bytes"] for row in chunk]):
+                if len(indexes) < min_batch:
+                    return
+                yield _send(state, usermaven, api_key, [chunk[i] for i in indexes], sent)
+        finally:
+            if sent:
+                with state.atomic():
+                    state.ledger.mark_sent(sent)
 
 
 def print_pending(state: State, out: TextIO) -> Iterator[Counts]:
@@ -100,7 +110,8 @@ def print_pending(state: State, out: TextIO) -> Iterator[Counts]:
         yield Counts(printed=printed)
 
 
-def _send(state: State, usermaven: UsermavenClient, api_key: str, rows: list[dict]) -> Counts:
+def _send(state: State, usermaven: UsermavenClient, api_key: str, rows: list[dict], sent: list[str]) -> Counts:
+    """Send one batch; the ids Usermaven accepted are appended to `sent` for the caller to mark."""
     ids = [row["event_id"] for row in rows]
     events = [for_sending(row["payload"], api_key) for row in rows]
     try:
@@ -115,12 +126,11 @@ def _send(state: State, usermaven: UsermavenClient, api_key: str, rows: list[dic
         if len(rows) > 1:
             counts = Counts()
             for row in rows:
-                counts += _send(state, usermaven, api_key, [row])
+                counts += _send(state, usermaven, api_key, [row], sent)
             return counts
         with state.atomic():
             state.ledger.mark_failed(ids, str(exc))
         log.error("event %s (deal %s → %s) failed: %s", ids[0], rows[0]["deal_key"], rows[0]["to_stage"], exc)
         return Counts(failed=1)
-    with state.atomic():
-        state.ledger.mark_sent(ids)
+    sent.extend(ids)
     return Counts(sent=len(ids))

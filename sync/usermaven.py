@@ -10,7 +10,7 @@ import requests
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 
 from sync.errors import UsermavenAuthError, UsermavenRedirected, UsermavenRejected, UsermavenUnavailable
-from sync.http import CONNECT_TIMEOUT, NOT_RECEIVED_STATUSES, RequestStats, make_session
+from sync.http import CONNECT_TIMEOUT, NOT_RECEIVED_STATUSES, RequestStats, make_session, settle_environment
 from sync.redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ class UsermavenClient:
         self.stats = RequestStats()
         self._session = make_session(self.stats, retries=4, statuses=NOT_RECEIVED_STATUSES,
                                      resend_if_maybe_received=False)
+        settle_environment(self._session, events_url)
 
     def send(self, events: Sequence[dict]) -> None:
         """Send one batch; return only when Usermaven answered 2xx, else raise a UsermavenError.
@@ -89,13 +90,17 @@ def _message(response: requests.Response) -> str:
     return str(body)[:200]
 
 
-def batches(events: Sequence[dict], max_events: int = BATCH_EVENTS, max_bytes: int = BATCH_BYTES) -> list[list[int]]:
-    """Split events into batches (as index lists) of at most `max_events` and about `max_bytes` each."""
+def batches(events: Sequence[dict], max_events: int = BATCH_EVENTS, max_bytes: int = BATCH_BYTES,
+            sizes: Sequence[int] | None = None) -> list[list[int]]:
+    """Split events into batches (as index lists) of at most `max_events` and about `max_bytes` each.
+
+    `sizes`, when known, are the events' JSON sizes in bytes (saves encoding each one again)."""
     result: list[list[int]] = []
     current: list[int] = []
     size = 2
     for index, event in enumerate(events):
-        event_size = len(json.dumps(event, ensure_ascii=False).encode("utf-8")) + 1
+        encoded = sizes[index] if sizes is not None else len(json.dumps(event, ensure_ascii=False).encode("utf-8"))
+        event_size = encoded + 1
         if current and (len(current) >= max_events or size + event_size > max_bytes):
             result.append(current)
             current, size = [], 2

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
-from datetime import UTC, datetime
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
 
 import responses
 from sqlite_utils import Database
 
 from sync.events import EventSettings, build_event, for_sending
-from sync.models import Deal, DealRef, Identity, StageValue
+from sync.models import Deal, DealRef, Identity, StageValue, format_time
 from sync.recording import ledger_row
 from sync.state import State
-from sync.transitions import transitions_from_history
+from sync.transitions import EVENT_NAMESPACE, transitions_from_history, uuid5_text
 from sync.usermaven import UsermavenClient
 
 URL = "https://events.usermaven.test/api/v1/s2s/event"
@@ -74,3 +76,14 @@ def test_usermaven_receives_the_pinned_bytes():
     assert bodies[0].endswith(b", " + sent + b"]")
     assert bodies[0].startswith(b'[{"api_key": "key", "event_type": "Deal Stage Changed", "event_id": "'
                                 + EVENT_IDS[0].encode())
+
+
+def test_fast_event_id_and_time_forms_match_the_standard_library():
+    rng = random.Random(7)
+    for _ in range(2000):
+        name = "".join(rng.choice("ab:-Zé🎉0123456789") for _ in range(rng.randint(0, 80)))
+        assert uuid5_text(name) == str(uuid.uuid5(EVENT_NAMESPACE, name))
+        moment = datetime(rng.randint(1000, 2100), rng.randint(1, 12), rng.randint(1, 28), rng.randint(0, 23),
+                          rng.randint(0, 59), rng.randint(0, 59), rng.choice([0, rng.randint(0, 999_999)]),
+                          tzinfo=timezone(timedelta(minutes=rng.randint(-720, 720))))
+        assert format_time(moment) == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

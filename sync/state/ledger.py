@@ -15,7 +15,9 @@ STATES = (PENDING, HELD, SENT, FAILED)
 
 
 def _decoded(row: dict) -> dict:
-    return {**row, "payload": json.loads(row["payload"])}
+    """A ledger row with its payload decoded; `payload_bytes` is the stored JSON's size (what batches weigh)."""
+    text = row["payload"]
+    return {**row, "payload": json.loads(text), "payload_bytes": len(text.encode("utf-8"))}
 
 
 def _encoded(payload: dict) -> str:
@@ -39,9 +41,16 @@ class Ledger:
 
     def add(self, rows: Iterable[dict]) -> None:
         """Insert new rows (a row whose event id is already there is left as it is)."""
-        encoded = [{**row, "payload": _encoded(row["payload"]), "detected_at": now_text()} for row in rows]
-        if encoded:
-            self.db.table("ledger").insert_all(encoded, pk="event_id", ignore=True)
+        rows = list(rows)
+        if not rows:
+            return
+        # Plain executemany: sqlite-utils' insert_all inspects every value, a third of a backfill's CPU.
+        keys = [k for k in rows[0] if k != "payload"]
+        columns = [*keys, "payload", "detected_at"]
+        detected = now_text()
+        sql = f"insert or ignore into ledger ({', '.join(columns)}) values ({marks(columns)})"
+        self.db.conn.executemany(sql, [[*map(row.__getitem__, keys), _encoded(row["payload"]), detected]
+                                       for row in rows])
 
     def requeue_for_replay(self, event_id: str, payload: dict, state: str, reason: str | None) -> None:
         """A transition replayed: queued again with a fresh payload, same id; the replay is counted."""

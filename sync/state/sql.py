@@ -6,6 +6,8 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from sync.models import format_time
+
 T = TypeVar("T")
 CHUNK = 500  # ids per `in (...)`: well under SQLite's variable limit
 
@@ -16,7 +18,7 @@ def now_text() -> str:
 
 
 def time_text(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return format_time(moment)
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[list[T]]:

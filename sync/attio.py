@@ -205,6 +205,7 @@ class AttioClient:
         self.timeout = (CONNECT_TIMEOUT, timeout)
         self._headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
         self.stats = RequestStats()
+        self.max_rps = max_rps
         self.limiter = RateLimiter(max_rps)
         self.redact = redactor or Redactor([api_key])
         self._local = threading.local()

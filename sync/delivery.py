@@ -25,13 +25,17 @@ from sync.usermaven import UsermavenClient, batches
 
 log = logging.getLogger(__name__)
 
+# Deals whose held events one run re-checks at most: two chunks, about 6 requests (deals, people, companies).
+HELD_RECHECK_DEALS = 400
+
 
 def release_held(state: State, source: DealSource, resolver: Resolver, detected_before: str,
-                 chunk: int = 200) -> Counts:
+                 chunk: int = 200, limit: int = HELD_RECHECK_DEALS) -> Counts:
     """Look again at the deal and people of the events held before this run; those with an identity now
-    become pending. Events held for less than a day are looked at every run, older ones hourly, so a year
-    of held deals does not cost every poll a full re-read. Works `chunk` deals at a time (flat memory)."""
-    record_ids = state.ledger.held_record_ids(detected_before)
+    become pending. Events held for less than a day are looked at every run, older ones hourly, and at most
+    `limit` deals per run (those checked longest ago first), so however many deals a backfill left held, a
+    poll spends a bounded number of requests on them. Works `chunk` deals at a time (flat memory)."""
+    record_ids = state.ledger.held_record_ids(detected_before, limit=limit)
     released = 0
     for start in range(0, len(record_ids), chunk):
         released += _release(state, source, resolver, record_ids[start:start + chunk])
@@ -75,20 +79,10 @@ def deliver(state: State, usermaven: UsermavenClient, api_key: str, min_batch: i
     Usermaven is unreachable or refuses the token.
     """
     for chunk in state.ledger.iter_pending():
-        # The batches Usermaven accepted are marked sent together, once per chunk of up to ten requests (or
-        # when delivery stops): one commit, one fsync, instead of one per request. A crash in between sends
-        # those again on the next run, as a crash between Usermaven's answer and the commit always could.
-        sent: list[str] = []
-        try:
-            for indexes in batches([row["payload"] for row in chunk],
-                                   sizes=[row["payload_bytes"] for row in chunk]):
-                if len(indexes) < min_batch:
-                    return
-                yield _send(state, usermaven, api_key, [chunk[i] for i in indexes], sent)
-        finally:
-            if sent:
-                with state.atomic():
-                    state.ledger.mark_sent(sent)
+        for indexes in batches([row["payload"] for row in chunk], sizes=[row["payload_bytes"] for row in chunk]):
+            if len(indexes) < min_batch:
+                return
+            yield _send(state, usermaven, api_key, [chunk[i] for i in indexes])
 
 
 def print_pending(state: State, out: TextIO) -> Iterator[Counts]:
@@ -110,8 +104,7 @@ def print_pending(state: State, out: TextIO) -> Iterator[Counts]:
         yield Counts(printed=printed)
 
 
-def _send(state: State, usermaven: UsermavenClient, api_key: str, rows: list[dict], sent: list[str]) -> Counts:
-    """Send one batch; the ids Usermaven accepted are appended to `sent` for the caller to mark."""
+def _send(state: State, usermaven: UsermavenClient, api_key: str, rows: list[dict]) -> Counts:
     ids = [row["event_id"] for row in rows]
     events = [for_sending(row["payload"], api_key) for row in rows]
     try:
@@ -126,11 +119,12 @@ def _send(state: State, usermaven: UsermavenClient, api_key: str, rows: list[dic
         if len(rows) > 1:
             counts = Counts()
             for row in rows:
-                counts += _send(state, usermaven, api_key, [row], sent)
+                counts += _send(state, usermaven, api_key, [row])
             return counts
         with state.atomic():
             state.ledger.mark_failed(ids, str(exc))
         log.error("event %s (deal %s → %s) failed: %s", ids[0], rows[0]["deal_key"], rows[0]["to_stage"], exc)
         return Counts(failed=1)
-    sent.extend(ids)
+    with state.atomic():
+        state.ledger.mark_sent(ids)
     return Counts(sent=len(ids))

@@ -2,27 +2,37 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from sync.attio import AttioClient, member_name, person_from_record, reading, record_name
 from sync.attributes import Names
 from sync.events import resolve_identity
 from sync.models import Deal, Identity, Person
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+# People and companies kept between batches, least recently used evicted first: a poll of up to a couple of
+# thousand deals looks each up once, and a backfill's memory stays flat however many deals it walks.
+CACHE_SIZE = 2_000
+
 
 class Resolver:
     """Looks up people, companies and workspace members for many deals at once.
 
-    People and companies are kept for the current batch only, so memory stays flat however many deals a
-    backfill walks; workspace members are read once per run.
+    People and companies are kept in a bounded cache for the run (each looked up once per run unless
+    evicted or forgotten); workspace members are read once per run.
     """
 
-    def __init__(self, client: AttioClient, user_id_attribute: str | None):
+    def __init__(self, client: AttioClient, user_id_attribute: str | None, cache_size: int = CACHE_SIZE):
         self.client = client
         self.user_id_attribute = user_id_attribute
-        self._people: dict[str, Person] = {}
-        self._companies: dict[str, str | None] = {}
+        self.cache_size = cache_size
+        self._people: OrderedDict[str, Person] = OrderedDict()
+        self._companies: OrderedDict[str, str | None] = OrderedDict()
         self._members: dict[str, str | None] | None = None
 
     def forget_people(self, person_ids: Iterable[str]) -> None:
@@ -31,29 +41,44 @@ class Resolver:
             self._people.pop(person_id, None)
 
     def load(self, deals: Iterable[Deal]) -> None:
-        """Fetch every person and company these deals point at (one query per 200 ids), keeping from the
-        previous batch only those these deals need too."""
+        """Fetch every person and company these deals point at that is not cached (one query per 200 ids;
+        people and companies at the same time, so a batch waits for one round trip, not two)."""
         deals = list(deals)
-        wanted_people = {p for d in deals for p in d.people_ids}
-        wanted_companies = {d.company_id for d in deals if d.company_id}
-        self._people = {k: v for k, v in self._people.items() if k in wanted_people}
-        self._companies = {k: v for k, v in self._companies.items() if k in wanted_companies}
-        people = [p for p in dict.fromkeys(p for d in deals for p in d.people_ids) if p not in self._people]
-        companies = [c for c in dict.fromkeys(d.company_id for d in deals if d.company_id)
-                     if c not in self._companies]
+        wanted_people = list(dict.fromkeys(p for d in deals for p in d.people_ids))
+        wanted_companies = list(dict.fromkeys(d.company_id for d in deals if d.company_id))
+        people = _missing(self._people, wanted_people)
+        companies = _missing(self._companies, wanted_companies)
+        jobs: list[Callable[[], None]] = []
         if people:
-            records = self.client.records_by_id("people", people)
-            with reading("POST /v2/objects/people/records/query"):
-                for record in records:
-                    person = person_from_record(record, self.user_id_attribute)
-                    self._people[person.record_id] = person
+            jobs.append(lambda: self._fetch_people(people))
         if companies:
-            records = self.client.records_by_id("companies", companies)
-            with reading("POST /v2/objects/companies/records/query"):
-                for record in records:
-                    self._companies[record["id"]["record_id"]] = record_name(record)
-            for company_id in companies:
-                self._companies.setdefault(company_id, None)
+            jobs.append(lambda: self._fetch_companies(companies))
+        if len(jobs) == 2:
+            with ThreadPoolExecutor(2, thread_name_prefix="resolve") as pool:
+                for future in [pool.submit(job) for job in jobs]:
+                    future.result()
+        elif jobs:
+            jobs[0]()
+        # Make room after the fetch, never evicting what this batch needs.
+        _trim(self._people, self.cache_size, len(wanted_people))
+        _trim(self._companies, self.cache_size, len(wanted_companies))
+
+    def _fetch_people(self, ids: list[str]) -> None:
+        found = {}
+        records = self.client.records_by_id("people", ids)
+        with reading("POST /v2/objects/people/records/query"):
+            for record in records:
+                person = person_from_record(record, self.user_id_attribute)
+                found[person.record_id] = person
+        self._people.update(found)
+
+    def _fetch_companies(self, ids: list[str]) -> None:
+        found: dict[str, str | None] = dict.fromkeys(ids)
+        records = self.client.records_by_id("companies", ids)
+        with reading("POST /v2/objects/companies/records/query"):
+            for record in records:
+                found[record["id"]["record_id"]] = record_name(record)
+        self._companies.update(found)
 
     def identity(self, deal: Deal) -> tuple[Identity | None, str | None]:
         """The deal's Usermaven identity, from the people already loaded (call `load` first)."""
@@ -89,3 +114,20 @@ class Resolver:
         members = set(members)
         known = self._member_names() if members else {}
         return Names(records=found, members={m: known.get(m) for m in members})
+
+
+def _missing(cache: OrderedDict[K, V], keys: Iterable[K]) -> list[K]:
+    """The keys not in the cache; those that are move to the recent end."""
+    missing = []
+    for key in keys:
+        if key in cache:
+            cache.move_to_end(key)
+        else:
+            missing.append(key)
+    return missing
+
+
+def _trim(cache: OrderedDict[K, V], size: int, keep: int) -> None:
+    """Evict the least recently used entries beyond `size` (never the `keep` most recent)."""
+    while len(cache) > max(size, keep):
+        cache.popitem(last=False)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import deque
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 from urllib.parse import quote
 
 from sync import clock
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 # History reads in a row that fail with no answer about the deal itself (5xx, 429 or no connection, after every
 # retry) before the run stops: Attio is down, and putting every deal aside would only make the next run slower.
 UNAVAILABLE_AFTER = 5
+READ_AHEAD_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -96,13 +99,18 @@ class DealSource:
     def check(self) -> None:
         """Check the token and that the configured attributes exist, before any work (SetupError if not).
         Settings that name attributes by id are turned into slugs, as values are keyed by slug."""
-        self.client.check_token()
         target, identifier = self.target
-        attributes = self.client.attributes(target, identifier)
+        # The first reads go out together: one round trip before the run starts, not three.
+        with ThreadPoolExecutor(3, thread_name_prefix="check") as pool:
+            token = pool.submit(self.client.check_token)
+            own = pool.submit(self.client.attributes, target, identifier)
+            people_future = pool.submit(self.client.attributes, "objects", "people") if self.user_id_attribute else None
+            token.result()  # an auth error first, whatever else failed
+            attributes = own.result()
+            people = people_future.result() if people_future else []
         with reading(f"GET /v2/{target}/{identifier}/attributes"):
             self.attribute = stage_attribute_slug(attributes, self.attribute, f"{target[:-1]} {identifier!r}")
         if self.user_id_attribute:
-            people = self.client.attributes("objects", "people")
             with reading("GET /v2/objects/people/attributes"):
                 self.user_id_attribute = user_id_attribute_slug(people, self.user_id_attribute)
         if self.event_attribute_names:
@@ -262,9 +270,14 @@ class DealSource:
         A deal whose history cannot be used comes with an Unread instead, and the others go on. Two failures
         stop the reading instead (raised): a refused token, and UNAVAILABLE_AFTER reads in a row that Attio
         answered about nothing (down, not one bad deal).
+
+        The requests in flight are sized from the rate limit and the latency observed (see in_flight_target),
+        within ATTIO_CONCURRENCY. The window ahead holds READ_AHEAD_SECONDS of requests at the rate limit, so
+        the reads go on while this thread records a batch, looks up its people and sends events.
         """
-        window = window or self.workers * 4
+        window = window or max(self.workers * 2, math.ceil(self.client.max_rps * READ_AHEAD_SECONDS))
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="attio")
+        gate = InFlight(pool, self.in_flight_target)
         queue: deque[tuple[Current, Future[History]]] = deque()
         down = 0
 
@@ -282,13 +295,22 @@ class DealSource:
 
         try:
             for current in currents:
-                queue.append((current, pool.submit(self.read_history, current)))
-                while len(queue) >= window or (queue and queue[0][1].done()):
+                queue.append((current, gate.submit(self.read_history, current)))
+                # Keep the window full: the caller's pauses (and the next page's query) are covered by it.
+                while len(queue) >= window:
                     yield ready()
             while queue:
                 yield ready()
         finally:
+            gate.close()
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def in_flight_target(self) -> int:
+        """How many history reads to have in flight: what the rate limit and the observed latency need
+        (Little's law: rate × latency), with half again for jitter, within ATTIO_CONCURRENCY. Few threads when
+        Attio answers fast (less memory), up to the ceiling when it is far away."""
+        needed = math.ceil(self.client.max_rps * self.client.latency * 1.5) + 2
+        return max(2, min(self.workers, needed))
 
     # -- the deal records events describe --
 
@@ -324,3 +346,53 @@ def _chain(first: Page, rest: Iterator[Page]) -> Iterator[Page]:
     yield first
     del first
     yield from rest
+
+
+class InFlight:
+    """Starts submitted calls on a pool, no more than `target()` at once (re-read as calls finish), the
+    rest waiting in order. The pool's threads are only created as needed, so they number `target()` too."""
+
+    def __init__(self, pool: ThreadPoolExecutor, target: Callable[[], int]):
+        self.pool = pool
+        self.target = target
+        self._waiting: deque[tuple[Callable[..., Any], tuple[Any, ...], Future]] = deque()
+        self._active = 0
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        with self._lock:
+            self._waiting.append((fn, args, future))
+        self._pump()
+        return future
+
+    def close(self) -> None:
+        """Start nothing more; calls not started yet are cancelled."""
+        with self._lock:
+            self._closed = True
+            waiting, self._waiting = self._waiting, deque()
+        for _, _, future in waiting:
+            future.cancel()
+
+    def _pump(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed or not self._waiting or self._active >= self.target():
+                    return
+                fn, args, future = self._waiting.popleft()
+                self._active += 1
+            self.pool.submit(self._run, fn, args, future)
+
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...], future: Future) -> None:
+        try:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:
+                    future.set_exception(exc)
+        finally:
+            with self._lock:
+                self._active -= 1
+            self._pump()
+

@@ -204,6 +204,8 @@ def test_progress_bar_on_a_terminal_only_and_not_with_quiet(history, usermaven, 
 def test_refused_usermaven_token_stops_the_backfill(attio, usermaven, run, env, monkeypatch):
     monkeypatch.setattr(backfill_module, "BATCH", 2)
     monkeypatch.setattr("sync.commands.BATCH_EVENTS", 2)
+    monkeypatch.setattr("sync.source.READ_AHEAD_SECONDS", 32 / 50)  # a window of 32 at ATTIO_MAX_RPS=50
+    monkeypatch.setenv("ATTIO_CONCURRENCY", "8")
     add_leads(attio.workspace, "r", 80, days_back=100)
     monkeypatch.setenv("USERMAVEN_SERVER_TOKEN", "st_wrong0000")
     code, out, err = run("run", "--backfill", "--since", "2025-06-01")

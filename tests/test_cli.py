@@ -195,7 +195,7 @@ def test_rates_that_would_disable_or_freeze_the_limiter_exit_2(run, monkeypatch)
     monkeypatch.setenv("ATTIO_MAX_RPS", "50")
     monkeypatch.setenv("ATTIO_CONCURRENCY", "1000000")
     code, out, err = run("run")
-    assert code == 2 and "ATTIO_CONCURRENCY must be from 1 to 32" in err
+    assert code == 2 and "ATTIO_CONCURRENCY must be from 1 to 64" in err
 
 
 def test_token_in_a_pasted_events_url_is_refused_and_never_echoed(run, monkeypatch):

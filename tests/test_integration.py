@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from sync import source
 from sync.config import SETTINGS
 from sync.models import DealRef, StageValue, parse_time
 from sync.sandbox import AttioSandbox, Faults, UsermavenCollector, Workspace
@@ -264,7 +266,8 @@ def test_kill_9_at_random_moments_loses_nothing_and_resends_no_more_than_once_pe
         kills = run_with_kills(s, rng, ("run", "--backfill", "--since", SINCE), rng.randint(1, 3), len(deals))
         # A resumed backfill does not read finished deals again: only, per kill, the batch in progress and the
         # read-ahead window.
-        assert attio.stats["by_kind"]["record_values"] <= len(deals) + kills * (50 + 32)
+        window = max(2 * 48, math.ceil(50 * source.READ_AHEAD_SECONDS))  # default ATTIO_CONCURRENCY and MAX_RPS
+        assert attio.stats["by_kind"]["record_values"] <= len(deals) + kills * (50 + window)
         workspace.clock = start + timedelta(minutes=2)
         moved = rng.sample(deals, rng.randint(1, len(deals) // 2))
         for record_id in moved:

@@ -61,15 +61,19 @@ class Ledger:
 
     # -- held events --
 
-    def held_record_ids(self, detected_before: str, now: datetime | None = None) -> list[str]:
+    def held_record_ids(self, detected_before: str, now: datetime | None = None, limit: int = -1) -> list[str]:
         """The deals (record ids) whose held events are due a re-check: held since before `detected_before`,
-        and either held for less than a day (checked every run) or not checked for an hour."""
+        and either held for less than a day (checked every run) or not checked for an hour.
+
+        At most `limit` of them (all when negative), those checked longest ago first: a run after a large
+        backfill re-checks a bounded number and the next runs take the rest in turn."""
         now = now or datetime.now(UTC)
         day_ago, hour_ago = time_text(now - timedelta(days=1)), time_text(now - timedelta(hours=1))
         return [r[0] for r in self.db.execute(
-            "select distinct record_id from ledger where state = ? and detected_at < ? "
-            "and (detected_at > ? or checked_at is null or checked_at < ?) order by record_id",
-            [HELD, detected_before, day_ago, hour_ago])]
+            "select record_id from ledger where state = ? and detected_at < ? "
+            "and (detected_at > ? or checked_at is null or checked_at < ?) "
+            "group by record_id order by max(coalesce(checked_at, '')), record_id limit ?",
+            [HELD, detected_before, day_ago, hour_ago, limit])]
 
     def held_rows(self, record_ids: Sequence[str]) -> list[dict]:
         rows: list[dict] = []

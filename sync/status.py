@@ -12,7 +12,7 @@ from typing import Any
 
 from sync.duration import describe
 from sync.errors import StateError
-from sync.state import open_state
+from sync.state import open_read_only
 from sync.state.retries import POLL_SCOPE
 
 
@@ -31,7 +31,7 @@ def read_status(state_path: Path, config_file: Path | None = None) -> dict[str, 
         raise StateError(f"no state database at {state_path}: check --state or SYNC_STATE_DB, or create it with "
                          "`attio-usermaven-sync run`")
     try:
-        state = open_state(state_path, dry_run=True)
+        state = open_read_only(state_path)
     except sqlite3.Error as exc:
         raise StateError(f"cannot read the state database at {state_path} ({exc}): is it an attio-usermaven-sync "
                          "state file?") from None
@@ -117,7 +117,7 @@ def check_health(state_path: Path, max_age: timedelta, max_held: timedelta, now:
     try:
         if not state_path.exists():
             raise StateError(f"no state database at {state_path}")
-        state = open_state(state_path, dry_run=True)
+        state = open_read_only(state_path)
     except (StateError, sqlite3.Error) as exc:
         return Health(CHECK_CRITICAL, f"CRITICAL - {exc}")
     try:

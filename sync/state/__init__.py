@@ -16,6 +16,15 @@ from sync.errors import StateError
 from sync.state.backfills import Backfills
 from sync.state.canaries import Canaries
 from sync.state.checkpoints import Checkpoints
+from sync.state.dry import (
+    DryBackfills,
+    DryCheckpoints,
+    DryLedger,
+    DryNotices,
+    DryRetries,
+    DryRuns,
+    DrySnapshot,
+)
 from sync.state.ledger import Ledger
 from sync.state.notices import Notices
 from sync.state.retries import Retries
@@ -27,9 +36,10 @@ from sync.state.snapshot import Snapshot
 class State:
     """The open state database and its parts. Writes that belong together go inside one `atomic()`."""
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, migrate: bool = True):
         self.db = db
-        migrations.apply(db)
+        if migrate:
+            migrations.apply(db)
         self.ledger = Ledger(db)
         self.snapshot = Snapshot(db)
         self.checkpoints = Checkpoints(db)
@@ -47,27 +57,58 @@ class State:
 
 
 def open_state(path: Path, dry_run: bool = False) -> State:
-    """Open (creating if needed) the state at `path`; a dry run works on an in-memory copy instead.
+    """Open (creating if needed) the state at `path`.
 
     An existing file is checked first, read-only (see `check_file`): a file this version cannot use raises
-    StateError before anything is written to it."""
-    if path.exists() and path.stat().st_size > 0:
+    StateError before anything is written to it. A dry run opens the file read-only and keeps its own
+    writes apart (state/dry.py): the file is never written and nothing is copied. With no file yet it works
+    on an empty in-memory state; on a file that still needs a migration (read-only, it cannot be migrated)
+    on an in-memory copy."""
+    exists = path.exists() and path.stat().st_size > 0
+    if exists:
         check_file(path)
-    conn = _connect_copy(path) if dry_run else _connect_file(path)
-    return State(Database(conn))
+    if not dry_run:
+        return State(Database(_connect_file(path)))
+    if not exists:
+        return State(Database(sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)))
+    db = Database(_connect_read_only(path))
+    if migrations.pending(db):
+        db.close()
+        return State(Database(_connect_copy(path)))
+    state = State(db, migrate=False)
+    state.ledger, state.snapshot, state.notices = DryLedger(db), DrySnapshot(db), DryNotices(db)
+    state.checkpoints, state.runs, state.backfills = DryCheckpoints(db), DryRuns(db), DryBackfills(db)
+    state.retries = DryRetries(db)
+    return state
 
 
-def check_file(path: Path) -> None:
+def open_read_only(path: Path) -> State:
+    """The state at `path` for reading only (`status`): never written, not copied, not migrated.
+
+    Checked as `check_file` does but without SQLite's quick check, which reads the whole file (seconds for
+    a large ledger): a damaged page met by status's own queries is an sqlite3.DatabaseError instead."""
+    check_file(path, quick=False)
+    return State(Database(_connect_read_only(path)), migrate=False)
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                           check_same_thread=False, timeout=30)
+    conn.execute("select count(*) from sqlite_master").fetchone()  # not a database: fail here, not later
+    return conn
+
+
+def check_file(path: Path, quick: bool = True) -> None:
     """Raise StateError if the file at `path` is not a state this version can use: damaged (SQLite's quick
-    check), made by a newer version (a migration this one does not know), or lacking a table or column its
-    migrations made. Reads only."""
+    check, unless `quick` is False), made by a newer version (a migration this one does not know), or lacking
+    a table or column its migrations made. Reads only."""
     advice = "the file was not changed"
     try:
         conn = _read_only(path)
     except sqlite3.Error as exc:
         raise StateError(f"cannot open the state at {path} ({exc}): check --state or SYNC_STATE_DB") from None
     try:
-        problem = _problem(conn)
+        problem = _problem(conn, quick)
     except sqlite3.DatabaseError as exc:
         if "not a database" in str(exc):
             problem = f"is not a readable SQLite database ({exc})"
@@ -84,8 +125,8 @@ DAMAGED = ("restore it from a backup, or move it aside and start again: `run` re
            "event ids)")
 
 
-def _problem(conn: sqlite3.Connection) -> str | None:
-    check = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+def _problem(conn: sqlite3.Connection, quick: bool = True) -> str | None:
+    check = [row[0] for row in conn.execute("PRAGMA quick_check(5)")] if quick else ["ok"]
     if check != ["ok"]:
         return f"is damaged (SQLite's quick check: {'; '.join(check)}): {DAMAGED}"
     tables = {row[0] for row in conn.execute("select name from sqlite_master where type = 'table'")}

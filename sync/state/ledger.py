@@ -29,13 +29,19 @@ class Ledger:
 
     def __init__(self, db: Database):
         self.db = db
+        # Where rows are read from and written to: the same table, except in a dry run (state/dry.py).
+        self.read_table = self.write_table = "ledger"
+
+    def _write(self, sql: str, params: Sequence[object], event_ids: Sequence[str]) -> None:
+        """Run an update of `write_table` that touches the rows with these ids."""
+        self.db.execute(sql, list(params))
 
     # -- recording --
 
     def known_ids(self, event_ids: Sequence[str]) -> set[str]:
         known: set[str] = set()
         for chunk in chunks(event_ids):
-            sql = f"select event_id from ledger where event_id in ({marks(chunk)})"
+            sql = f"select event_id from {self.read_table} where event_id in ({marks(chunk)})"
             known.update(r[0] for r in self.db.execute(sql, chunk))
         return known
 
@@ -48,16 +54,16 @@ class Ledger:
         keys = [k for k in rows[0] if k != "payload"]
         columns = [*keys, "payload", "detected_at"]
         detected = now_text()
-        sql = f"insert or ignore into ledger ({', '.join(columns)}) values ({marks(columns)})"
+        sql = f"insert or ignore into {self.write_table} ({', '.join(columns)}) values ({marks(columns)})"
         self.db.conn.executemany(sql, [[*map(row.__getitem__, keys), _encoded(row["payload"]), detected]
                                        for row in rows])
 
     def requeue_for_replay(self, event_id: str, payload: dict, state: str, reason: str | None) -> None:
         """A transition replayed: queued again with a fresh payload, same id; the replay is counted."""
-        self.db.execute(
-            "update ledger set state = ?, payload = ?, reason = ?, replay_count = replay_count + 1, "
+        self._write(
+            f"update {self.write_table} set state = ?, payload = ?, reason = ?, replay_count = replay_count + 1, "
             "replayed_at = ?, last_error = null where event_id = ?",
-            [state, _encoded(payload), reason, now_text(), event_id])
+            [state, _encoded(payload), reason, now_text(), event_id], [event_id])
 
     # -- held events --
 
@@ -70,7 +76,7 @@ class Ledger:
         now = now or datetime.now(UTC)
         day_ago, hour_ago = time_text(now - timedelta(days=1)), time_text(now - timedelta(hours=1))
         return [r[0] for r in self.db.execute(
-            "select record_id from ledger where state = ? and detected_at < ? "
+            f"select record_id from {self.read_table} where state = ? and detected_at < ? "
             "and (detected_at > ? or checked_at is null or checked_at < ?) "
             "group by record_id order by max(coalesce(checked_at, '')), record_id limit ?",
             [HELD, detected_before, day_ago, hour_ago, limit])]
@@ -79,17 +85,18 @@ class Ledger:
         rows: list[dict] = []
         for chunk in chunks(record_ids):
             rows += [_decoded(r) for r in self.db.query(
-                f"select * from ledger where state = ? and record_id in ({marks(chunk)}) order by changed_at",
+                f"select * from {self.read_table} where state = ? and record_id in ({marks(chunk)}) "
+                "order by changed_at",
                 [HELD, *chunk])]
         return rows
 
     def release(self, event_id: str, payload: dict) -> None:
         """A held row whose identity is now known becomes pending."""
-        self.db.execute("update ledger set state = ?, reason = null, payload = ? where event_id = ?",
-                        [PENDING, _encoded(payload), event_id])
+        self._write(f"update {self.write_table} set state = ?, reason = null, payload = ? where event_id = ?",
+                    [PENDING, _encoded(payload), event_id], [event_id])
 
     def hold(self, event_id: str, reason: str) -> None:
-        self.db.execute("update ledger set reason = ? where event_id = ?", [reason, event_id])
+        self._write(f"update {self.write_table} set reason = ? where event_id = ?", [reason, event_id], [event_id])
 
     def mark_checked(self, event_ids: Sequence[str]) -> None:
         self._update(event_ids, "checked_at = ?", [now_text()])
@@ -101,7 +108,7 @@ class Ledger:
         after = ("", "")
         while True:
             chunk = [_decoded(r) for r in self.db.query(
-                "select * from ledger where state = ? and (changed_at, event_id) > (?, ?) "
+                f"select * from {self.read_table} where state = ? and (changed_at, event_id) > (?, ?) "
                 "order by changed_at, event_id limit ?", [PENDING, after[0], after[1], batch])]
             if not chunk:
                 return
@@ -120,7 +127,8 @@ class Ledger:
 
     def _update(self, event_ids: Sequence[str], assignments: str, params: list) -> None:
         for chunk in chunks(event_ids):
-            self.db.execute(f"update ledger set {assignments} where event_id in ({marks(chunk)})", params + chunk)
+            self._write(f"update {self.write_table} set {assignments} where event_id in ({marks(chunk)})",
+                        params + chunk, chunk)
 
     # -- what `status` shows --
 

@@ -67,3 +67,14 @@ def m004_retry(db: Database) -> None:
         defaults={"attempts": 0},
         not_null={"record_id", "last_error"},
     )
+
+
+@migrations()
+def m005_status_indexes(db: Database) -> None:
+    """`status` by index alone at any ledger size: held events by reason, pending events by their last error.
+
+    Partial indexes: they hold only held rows and pending rows with an error, so recording and sending
+    (which move rows between states) pay almost nothing for them."""
+    db.execute("create index idx_ledger_held_reason on ledger (reason) where state = 'held'")
+    db.execute("create index idx_ledger_pending_error on ledger (last_error) "
+               "where state = 'pending' and last_error is not null")

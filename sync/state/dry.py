@@ -1,0 +1,127 @@
+"""A dry run's view of the state: the file opened read-only, the run's own writes kept apart.
+
+The ledger's writes go to a TEMP table (SQLite keeps it in a temporary file of its own, not in the state
+file and not in memory) that shadows the file's rows by event id; the dry run reads both. Checkpoints set
+during the run are kept in a dict; snapshot rows, run log rows and backfill resume points are not needed
+again within one run and are dropped. Nothing is copied, so time and memory do not grow with the file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+from sqlite_utils import Database
+
+from sync.state.backfills import Backfills
+from sync.state.checkpoints import Checkpoints
+from sync.models import DealRef
+from sync.state.ledger import STATES, Ledger
+from sync.state.notices import REPEAT_EVERY, Notices, _parse
+from sync.state.retries import Retries
+from sync.state.runs import Runs
+from sync.state.snapshot import Snapshot
+from sync.state.sql import chunks, marks
+
+OVERLAY = "temp.dry_ledger"
+VIEW = "temp.dry_ledger_all"
+
+
+class DryLedger(Ledger):
+    """The ledger as it would be after this run's writes, which land in a TEMP overlay instead of the file."""
+
+    def __init__(self, db: Database):
+        super().__init__(db)
+        schema = db.execute("select sql from main.sqlite_master where type = 'table' and name = 'ledger'").fetchone()[0]
+        db.execute(re.sub(r"^CREATE TABLE\s+(\[ledger\]|\"ledger\"|ledger)", f"CREATE TABLE {OVERLAY}", schema,
+                          flags=re.IGNORECASE))
+        db.execute(f"CREATE VIEW {VIEW} AS SELECT * FROM main.ledger WHERE event_id NOT IN "
+                   f"(SELECT event_id FROM {OVERLAY}) UNION ALL SELECT * FROM {OVERLAY}")
+        self.read_table, self.write_table = "dry_ledger_all", OVERLAY
+
+    def _copy_on_write(self, event_ids: Sequence[str]) -> None:
+        for chunk in chunks(event_ids):
+            self.db.execute(f"insert or ignore into {OVERLAY} select * from main.ledger "
+                            f"where event_id in ({marks(chunk)})", chunk)
+
+    def _write(self, sql: str, params: Sequence[object], event_ids: Sequence[str]) -> None:
+        self._copy_on_write(event_ids)
+        super()._write(sql, params, event_ids)
+
+    def counts(self) -> dict[str, int]:
+        """The file's counts (by its index), less the rows the overlay shadows, plus the overlay's."""
+        counts = dict.fromkeys(STATES, 0)
+        for state, count in self.db.execute("select state, count(*) from main.ledger group by state"):
+            counts[state] = count
+        for state, count in self.db.execute(f"select state, count(*) from main.ledger where event_id in "
+                                            f"(select event_id from {OVERLAY}) group by state"):
+            counts[state] -= count
+        for state, count in self.db.execute(f"select state, count(*) from {OVERLAY} group by state"):
+            counts[state] = counts.get(state, 0) + count
+        return counts
+
+
+class DryCheckpoints(Checkpoints):
+    """Checkpoints set during a dry run are remembered for the run, not written."""
+
+    def __init__(self, db: Database):
+        super().__init__(db)
+        self._set: dict[str, str] = {}
+
+    def get(self, name: str) -> str | None:
+        return self._set[name] if name in self._set else super().get(name)
+
+    def set(self, name: str, value: str) -> None:
+        self._set[name] = value
+
+    def all(self) -> dict[str, str]:
+        return {**super().all(), **self._set}
+
+
+class DrySnapshot(Snapshot):
+    def save(self, rows: Iterable[dict]) -> None:
+        """Not kept: within one run each deal is read once, so nothing reads these rows back."""
+
+
+class DryRuns(Runs):
+    def start(self, command: str) -> int:
+        return 0
+
+    def finish(self, run_id: int, **fields: object) -> None:
+        """A dry run is not logged."""
+
+
+class DryBackfills(Backfills):
+    def start(self, backfill_id: str, since: str, until: str | None) -> bool:
+        existing = self.db.execute("select finished_at from backfills where id = ?", [backfill_id]).fetchone()
+        return existing is not None and existing[0] is None
+
+    def mark_done(self, backfill_id: str, keys: Iterable[str]) -> None:
+        """Not kept: a dry backfill reads each deal once."""
+
+    def finish(self, backfill_id: str) -> None:
+        """Not kept."""
+
+
+class DryNotices(Notices):
+    """Whether a standing condition is due to be reported, decided as a real run would; not recorded."""
+
+    def due(self, name: str, value: str, now: datetime | None = None) -> bool:
+        now = now or datetime.now(UTC)
+        row = self.db.execute("select value, reported_at from notices where name = ?", [name]).fetchone()
+        return not (row is not None and row[0] == value and now - _parse(row[1]) < REPEAT_EVERY)
+
+
+class DryRetries(Retries):
+    """The retry set as the file has it: a dry run's failed reads are not kept for the next run."""
+
+    def add(self, scope: str, failures: Iterable[tuple[DealRef, str]]) -> None:
+        list(failures)
+
+    def remove(self, scope: str, keys: Sequence[str]) -> None:
+        """Not kept."""
+
+    def clear(self, scope: str) -> None:
+        """Not kept."""
+

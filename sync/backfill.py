@@ -13,7 +13,7 @@ from tqdm import tqdm
 from sync import clock
 from sync.events import EventSettings
 from sync.models import Counts, Current, Transition, format_time, parse_time
-from sync.recording import baseline_rows, events_for, record_new, split_unread
+from sync.recording import baseline_rows, events_for, one_ahead, record_new, split_unread
 from sync.resolve import Resolver
 from sync.source import DealSource, scan_time
 from sync.state import State
@@ -95,10 +95,11 @@ def backfill(state: State, source: DealSource, resolver: Resolver, settings: Eve
 
     def record(currents: Iterator[Current]) -> Iterator[Counts]:
         pairs = source.with_histories(currents)
+        batches = iter(lambda: list(islice(pairs, BATCH)), [])
         try:
-            while batch := list(islice(pairs, BATCH)):
+            for batch, found in one_ahead(batches, lambda b: events_for(split_unread(b)[0], select, source,
+                                                                        resolver, settings)):
                 read, failed = split_unread(batch)
-                found = events_for(read, select, source, resolver, settings)
                 keys = [current.ref.key for current, _ in read]
                 with state.atomic():
                     counts = record_new(state.ledger, found, origin="backfill")

@@ -10,7 +10,7 @@ from itertools import islice
 from sync import clock
 from sync.events import EventSettings
 from sync.models import Counts, Current, Transition, format_time, parse_time
-from sync.recording import baseline_rows, events_for, record_new, snapshot_row, split_unread
+from sync.recording import baseline_rows, events_for, one_ahead, record_new, snapshot_row, split_unread
 from sync.resolve import Resolver
 from sync.source import DealSource, scan_time
 from sync.state import State
@@ -131,11 +131,12 @@ def poll(state: State, source: DealSource, resolver: Resolver, settings: EventSe
         return after(transitions, floor, inclusive=True)
 
     pairs = source.with_histories(changed_deals())
+    batches = iter(lambda: list(islice(pairs, BATCH)), [])
     changed = transitions = reported = unreadable = 0
     try:
-        while batch := list(islice(pairs, BATCH)):
+        for batch, found in one_ahead(batches, lambda b: events_for(split_unread(b)[0], select, source, resolver,
+                                                                    settings)):
             read, unread = split_unread(batch)
-            found = events_for(read, select, source, resolver, settings)
             with state.atomic():
                 state.snapshot.save(snapshot_row(current, history) for current, history in read)
                 counts = record_new(state.ledger, found, origin="poll")

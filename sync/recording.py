@@ -3,8 +3,10 @@ belong to) → ledger rows, and the snapshot rows that go with them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from typing import TypeVar
 
 from sync.attributes import EventAttribute, Names, references, render_all
 from sync.events import EventSettings, build_event
@@ -16,6 +18,8 @@ from sync.transitions import latest, transitions_from_history
 
 Selector = Callable[[Current, list[Transition]], list[Transition]]
 Found = tuple[Transition, dict, str | None]  # a transition, its event, and why it is held (None: it is not)
+B = TypeVar("B")
+R = TypeVar("R")
 
 
 def ledger_row(transition: Transition, event: dict, origin: str, held_reason: str | None) -> dict:
@@ -112,6 +116,32 @@ def split_unread(batch: Sequence[tuple[Current, History]]
     read = [(current, history) for current, history in batch if not isinstance(history, Unread)]
     unread = [(current.ref, history.message) for current, history in batch if isinstance(history, Unread)]
     return read, unread
+
+
+def one_ahead(batches: Iterator[B], work: Callable[[B], R]) -> Iterator[tuple[B, R]]:
+    """(batch, work(batch)) for each batch, in order, with `work` for the next batch running on a helper
+    thread while the caller commits and sends the current one.
+
+    Batches are drawn on the caller's thread (drawing them may read the state); `work` must not touch the
+    state (events_for does not: it reads Attio). Only this one helper thread calls `work`, so what `work`
+    uses (the resolver's cache) is never used by two threads at once.
+    """
+    pool = ThreadPoolExecutor(1, thread_name_prefix="ahead")
+    try:
+        current = next(batches, None)
+        pending = pool.submit(work, current) if current is not None else None
+        while current is not None and pending is not None:
+            try:
+                upcoming = next(batches, None)
+            except BaseException:
+                # Drawing the next batch failed (an Attio error, Ctrl-C): the current one is still committed.
+                yield current, pending.result()
+                raise
+            ahead = pool.submit(work, upcoming) if upcoming is not None else None
+            yield current, pending.result()
+            current, pending = upcoming, ahead
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def record_new(ledger: Ledger, found: Sequence[Found], origin: str) -> Counts:

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from sync.state import open_state
-from tests.attio_shapes import uid
-from tests.conftest import NOW
+from tests.conftest import NOW, uid
 
 MINUTE = timedelta(minutes=1)
 
@@ -26,11 +25,11 @@ def _file(db: str) -> tuple[bytes, int]:
 
 def test_dry_run_sees_its_own_writes_and_leaves_the_file_untouched(workspace, usermaven, run, env):
     run("run")
-    workspace.move(uid("d1"), "Demo", NOW + MINUTE)
+    workspace.move_deal(uid("d1"), "Demo", NOW + MINUTE)
     workspace.clock = NOW + 2 * MINUTE
-    usermaven.answers = [(500, {"message": "down", "error": ""})] * 5
+    usermaven.answers = [(500, {"message": "down", "error": ""})]
     assert run("run")[0] == 1  # d1's move stays pending in the file
-    workspace.move(uid("d2"), "Lost", NOW + 3 * MINUTE)
+    workspace.move_deal(uid("d2"), "Lost", NOW + 3 * MINUTE)
     workspace.clock = NOW + 4 * MINUTE
     before = _file(env["SYNC_STATE_DB"])
     for _ in range(2):  # and again: the first dry run kept nothing

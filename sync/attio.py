@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ PAGE_SIZE = 500
 PAGE_OVERLAP = 10
 IN_CHUNK = 200
 BAD_BODY_ATTEMPTS = 3
+LATENCY_WEIGHT = 0.1
 
 
 @dataclass
@@ -206,6 +208,9 @@ class AttioClient:
         self._headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
         self.stats = RequestStats()
         self.max_rps = max_rps
+        # Seconds an answer takes, a moving average over recent requests (retries included): what the
+        # requests in flight are sized by. Before the first answer, a guess.
+        self.latency = 0.1
         self.limiter = RateLimiter(max_rps)
         self.redact = redactor or Redactor([api_key])
         self._local = threading.local()
@@ -226,12 +231,14 @@ class AttioClient:
         for attempt in range(1, BAD_BODY_ATTEMPTS + 1):
             self.limiter.wait()
             self.stats.add(requests=1)
+            began = time.monotonic()
             try:
                 response = self._session().request(
                     method, self.base_url + path, params=params, json=body, headers=self._headers, timeout=self.timeout
                 )
             except requests.RequestException as exc:
                 raise AttioError(self.redact(f"Attio could not be reached ({type(exc).__name__}: {exc})")) from None
+            self.latency = LATENCY_WEIGHT * (time.monotonic() - began) + (1 - LATENCY_WEIGHT) * self.latency
             log.debug("%s %s -> %s", method, response.url, response.status_code)
             try:
                 payload = response.json()

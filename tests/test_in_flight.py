@@ -1,0 +1,41 @@
+"""History reads in flight: as many as rate × observed latency needs, within ATTIO_CONCURRENCY."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+from sync.source import DealSource, InFlight
+
+
+def test_no_more_than_the_target_run_at_once_and_every_call_finishes():
+    running, peak, lock = 0, 0, threading.Lock()
+
+    def call(n: int) -> int:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.01)
+        with lock:
+            running -= 1
+        return n * 2
+
+    pool = ThreadPoolExecutor(16)
+    gate = InFlight(pool, lambda: 3)
+    futures = [gate.submit(call, n) for n in range(30)]
+    assert [f.result(timeout=10) for f in futures] == [n * 2 for n in range(30)]
+    assert peak == 3
+    gate.close()
+    pool.shutdown()
+    assert len(pool._threads) <= 4  # threads are made as calls start, not for the ceiling
+
+
+def test_target_follows_rate_times_latency_within_the_ceiling():
+    source = DealSource.__new__(DealSource)
+    source.workers = 48
+    for rps, latency, target in ((100, 0.3, 47), (100, 0.1, 17), (25, 0.02, 3), (100, 0.001, 3), (100, 2.0, 48)):
+        source.client = SimpleNamespace(max_rps=rps, latency=latency)  # type: ignore[assignment]
+        assert source.in_flight_target() == target

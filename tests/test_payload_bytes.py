@@ -29,13 +29,16 @@ IDENTITY = Identity(user_id="u-42", email="ana@example.com", case="user_id")
 SETTINGS = EventSettings("Deal Stage Changed", "https://acme.example")
 
 EVENT_IDS = ["8ae2dd00-7bf0-596c-8186-bc236a4f89c0", "d37a35f7-e9b3-528f-b67f-0de748056c30"]
-STORED = (
-    '{"event_type": "Deal Stage Changed", "event_id": "%s", "_timestamp": 1738555506000, '
-    '"url": "https://acme.example", "user": {"id": "u-42", "email": "ana@example.com"}, '
-    '"company": {"id": "c-1", "name": "Acme"}, "event_attributes": {"deal_id": "rec-1", '
-    '"deal_name": "Ünïcode deal", "deal_stage": "Won 🎉 \\"quoted\\"", "previous_stage": "Lead", '
-    '"deal_value": 1234.5, "deal_currency": "EUR", "deal_owner": "Olga Owner", '
-    '"deal_url": "https://app.attio.com/x/deals/rec-1", "stage_changed_at": "2025-02-03T04:05:06.000000Z", '
+STORED = (  # as main stored it before any speed work (main at c427442, issue 9's fields)
+    '{"event_type": "Deal Stage Changed", "event_id": "%s", "_timestamp": 1738555506000, "utc_time": '
+    '"2025-02-03T04:05:06.000000Z", "url": "https://acme.example", '
+    '"user": {"id": "u-42", "email": "ana@example.com"}, '
+    '"company": {"id": "c-1", "name": "Acme"}, "event_attributes": {"deal_id": "rec-1", "deal_name": '
+    '"Ünïcode deal", "deal_stage": "Won 🎉 \\"quoted\\"", "deal_stage_id": "st-won", "previous_stage": '
+    '"Lead", "previous_stage_id": "st-lead", "first_time_in_stage": true, "seconds_in_previous_stage": '
+    '2768460, "deal_value": 1234.5, "deal_currency": "EUR", "deal_owner": "Olga Owner", "deal_url": '
+    '"https://app.attio.com/x/deals/rec-1", "deal_created_at": null, '
+    '"stage_changed_at": "2025-02-03T04:05:06.000000Z", '
     '"source": "Attio CRM", "entry_id": "ent-1"}}'
 )
 

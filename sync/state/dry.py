@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 
 from sqlite_utils import Database
 
+from sync.models import DealRef
 from sync.state.backfills import Backfills
 from sync.state.checkpoints import Checkpoints
-from sync.models import DealRef
 from sync.state.ledger import STATES, Ledger
 from sync.state.notices import REPEAT_EVERY, Notices, _parse
 from sync.state.retries import Retries

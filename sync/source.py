@@ -88,6 +88,7 @@ class DealSource:
         # The attributes ATTIO_EVENT_ATTRIBUTES names, as `check` found them in the workspace.
         self.event_attributes: list[EventAttribute] = []
         self.workers = config.attio_concurrency
+        self.max_rps = config.attio_max_rps
         self._entries_filter_refused = False
         self._titles: dict[str, str] | None = None
         self._lock = threading.Lock()
@@ -275,7 +276,7 @@ class DealSource:
         within ATTIO_CONCURRENCY. The window ahead holds READ_AHEAD_SECONDS of requests at the rate limit, so
         the reads go on while this thread records a batch, looks up its people and sends events.
         """
-        window = window or max(self.workers * 2, math.ceil(self.client.max_rps * READ_AHEAD_SECONDS))
+        window = window or max(self.workers * 2, math.ceil(self.max_rps * READ_AHEAD_SECONDS))
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="attio")
         gate = InFlight(pool, self.in_flight_target)
         queue: deque[tuple[Current, Future[History]]] = deque()
@@ -309,7 +310,7 @@ class DealSource:
         """How many history reads to have in flight: what the rate limit and the observed latency need
         (Little's law: rate × latency), with half again for jitter, within ATTIO_CONCURRENCY. Few threads when
         Attio answers fast (less memory), up to the ceiling when it is far away."""
-        needed = math.ceil(self.client.max_rps * self.client.latency * 1.5) + 2
+        needed = math.ceil(self.max_rps * self.client.latency * 1.5) + 2
         return max(2, min(self.workers, needed))
 
     # -- the deal records events describe --

@@ -37,5 +37,5 @@ def test_target_follows_rate_times_latency_within_the_ceiling():
     source = DealSource.__new__(DealSource)
     source.workers = 48
     for rps, latency, target in ((100, 0.3, 47), (100, 0.1, 17), (25, 0.02, 3), (100, 0.001, 3), (100, 2.0, 48)):
-        source.client = SimpleNamespace(max_rps=rps, latency=latency)  # type: ignore[assignment]
+        source.max_rps, source.client = rps, SimpleNamespace(latency=latency)  # type: ignore[assignment]
         assert source.in_flight_target() == target

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 
@@ -199,7 +200,8 @@ def test_with_histories_keeps_input_order_and_marks_only_the_failing_deals(env, 
                 raise AttioError(f"Attio answered 400 (x) for {ref.record_id}: no", 400)
             return []
 
-    source = Source(None, load_config(env))  # type: ignore[arg-type]
+    client = SimpleNamespace(latency=0.05)  # what sizes the reads in flight
+    source = Source(client, load_config(env))  # type: ignore[arg-type]
     names = [f"bad{n}" if n < failing else f"ok{n}" for n in range(5)]
     pairs = list(source.with_histories(Current(DealRef(name), None) for name in names))
     assert [c.ref.record_id for c, _ in pairs] == names

@@ -275,16 +275,29 @@ class AttioClient:
         return page.rows[0] if page.rows else {}
 
     def query(self, path: str, filter: dict | None = None, page_size: int | None = None) -> Iterator[Page]:
-        """Every page of a records or entries query, oldest created first (a stable order for offsets)."""
+        """Every page of a records or entries query, oldest created first (a stable order for offsets).
+
+        Consecutive pages overlap by PAGE_OVERLAP rows, and a page must share a row with the one before it:
+        if more rows than the overlap dropped out of the result between two reads (deleted records), the
+        rows at the boundary would be skipped, so the offset steps back until the pages meet again. Rows
+        may come more than once; callers drop the repeats by id."""
         page_size = page_size or PAGE_SIZE
         offset = 0
         step = max(1, page_size - min(PAGE_OVERLAP, page_size // 5))
+        previous: set[str] = set()
         while True:
             body: dict = {"sorts": [{"direction": "asc", "attribute": "created_at"}], "limit": page_size,
                           "offset": offset}
             if filter:
                 body["filter"] = filter
             page = self.request("POST", path, body=body)
+            ids = {str(row.get("id")) for row in page.rows}
+            if offset > 0 and previous and not previous & ids:
+                offset = max(0, offset - step)
+                log.info("rows of %s dropped out between two page reads; reading back from offset %d so that "
+                         "none is skipped", path, offset)
+                continue
+            previous = ids
             last = len(page.rows) < page_size
             yield page
             del page  # a page of 500 records is megabytes: not kept while the next one is fetched

@@ -92,6 +92,7 @@ def poll(state: State, source: DealSource, resolver: Resolver, settings: EventSe
     listed = 0
 
     retry = {ref.key: ref for ref in state.retries.refs(POLL_SCOPE)}
+    unread_before_histories: list[str] = []
 
     def changed_deals() -> Iterator[Current]:
         nonlocal started, received, latest, listed
@@ -111,8 +112,14 @@ def poll(state: State, source: DealSource, resolver: Resolver, settings: EventSe
         leftover = list(retry.values())
         if not leftover:
             return
-        found = source.currents(leftover)
-        gone = sorted({ref.key for ref in leftover} - {current.ref.key for current in found})
+        found, failed = source.currents(leftover)
+        if failed:
+            # Not even its current stage could be read: it stays in the retry set, and the others go on.
+            with state.atomic():
+                state.retries.add(POLL_SCOPE, failed)
+            unread_before_histories.extend(ref.key for ref, _ in failed)
+        gone = sorted({ref.key for ref in leftover} - {current.ref.key for current in found}
+                      - {ref.key for ref, _ in failed})
         if gone:
             log.warning("deal(s) %s, to be read again, were deleted in Attio; dropped from the retry set",
                         ", ".join(gone))
@@ -157,6 +164,7 @@ def poll(state: State, source: DealSource, resolver: Resolver, settings: EventSe
     moment = _not_ahead(_latest(checkpoint, started or latest) or checkpoint, received)
     with state.atomic():
         state.checkpoints.set(POLL, format_time(moment))
-    yield Counts(deals_read=listed - reported)
+    yield Counts(deals_read=listed - reported, unread=len(unread_before_histories))
+    unreadable += len(unread_before_histories)
     log.info("poll: %d deal(s) with a stage written since %s or to read again, %d changed, %d new transition(s), "
              "%d to read again next run", listed, format_time(checkpoint - overlap), changed, transitions, unreadable)

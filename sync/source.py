@@ -195,23 +195,40 @@ class DealSource:
                        for e in entries]
         return entries
 
-    def currents(self, refs: Sequence[DealRef]) -> list[Current]:
+    def currents(self, refs: Sequence[DealRef]) -> tuple[list[Current], list[tuple[DealRef, str]]]:
         """These deals as a query returns them (current stage and record), read again by id, for the ones no
-        query brought back. Records come in batches, list entries one by one; deals deleted are left out."""
+        query brought back, and the ones that could not be read with Attio's message. Records come in batches
+        (one by one if a batch is refused, so one bad deal holds back no other), list entries one by one; deals
+        deleted are left out of both."""
         if not self.list:
-            rows = self.client.records_by_id(self.object, [ref.record_id for ref in refs])
+            try:
+                rows = self.client.records_by_id(self.object, [ref.record_id for ref in refs])
+            except AttioAuthError:
+                raise
+            except AttioError:
+                return self._one_by_one(refs, lambda ref: self.client.record(self.object, ref.record_id))
             with reading(f"POST /v2/objects/{self.object}/records/query"):
-                return [self._current(row) for row in rows]
+                return [self._current(row) for row in rows], []
+        return self._one_by_one([ref for ref in refs if ref.entry_id],
+                                lambda ref: self.client.entry(self.list or "", ref.entry_id or ""))
+
+    def _one_by_one(self, refs: Sequence[DealRef], read: Callable[[DealRef], dict]
+                    ) -> tuple[list[Current], list[tuple[DealRef, str]]]:
         found: list[Current] = []
+        failed: list[tuple[DealRef, str]] = []
         for ref in refs:
-            if ref.entry_id:
-                try:
-                    row = self.client.entry(self.list, ref.entry_id)
-                except AttioNotFound:
-                    continue
-                with reading(f"GET /v2/lists/{self.list}/entries/{ref.entry_id}"):
-                    found.append(self._current(row))
-        return found
+            try:
+                row = read(ref)
+            except AttioNotFound:
+                continue
+            except AttioAuthError:
+                raise
+            except AttioError as exc:
+                failed.append((ref, str(exc)))
+                continue
+            with reading(f"the {'entry' if ref.entry_id else 'record'} {ref.key}"):
+                found.append(self._current(row))
+        return found, failed
 
     # -- history --
 

@@ -206,3 +206,29 @@ def test_with_histories_keeps_input_order_and_marks_only_the_failing_deals(env, 
     pairs = list(source.with_histories(Current(DealRef(name), None) for name in names))
     assert [c.ref.record_id for c, _ in pairs] == names
     assert [not isinstance(h, list) for _, h in pairs] == [n.startswith("bad") for n in names]
+
+
+def test_a_deal_in_the_retry_set_whose_current_read_fails_holds_back_no_other(attio, workspace, usermaven, run,
+                                                                               env, monkeypatch):
+    monkeypatch.setenv("ATTIO_LIST", "sales_pipeline")
+    workspace.add_entry(uid("d1"), "Lead", NOW - days(100), entry_id=uid("e1"))
+    workspace.add_entry(uid("d2"), "Lead", NOW - days(50), entry_id=uid("e2"))
+    run("run")
+    workspace.move_entry(uid("e1"), "Demo", NOW + MINUTE)
+    attio.fail_history(uid("e1"), 2)  # the two polls that read its history refuse it
+    workspace.clock = NOW + 2 * MINUTE
+    assert run("run")[0] == 1  # e1 goes to the retry set
+    workspace.clock = NOW + 30 * MINUTE
+    assert run("run")[0] == 1  # still in the changed-since window: the scan lists it, its history fails again
+    for n, stage in enumerate(["Qualified", "Demo", "Won 🎉"]):  # now only the retry set brings e1
+        workspace.move_entry(uid("e2"), stage, NOW + (31 + 10 * n) * MINUTE)
+        workspace.clock = NOW + (32 + 10 * n) * MINUTE
+        attio.fail_next(1, status=400, endpoint="entry", message="Simulated refusal of the entry")
+        code, out, err = run("run")
+        assert code == 1 and f"deal {uid('e1')}" in err and "Simulated refusal of the entry" in err
+        assert checkpoint(env) == f"{(NOW + (32 + 10 * n) * MINUTE):%Y-%m-%dT%H:%M:%S}.000000Z"
+    assert [s for d, _, s in moves(usermaven) if d == uid("d2")] == ["Qualified", "Demo", "Won 🎉"]
+    workspace.clock = NOW + 70 * MINUTE
+    assert run("run")[0] == 0  # readable again: its move arrives, and the retry set is empty
+    assert moves(usermaven)[-1] == (uid("d1"), "Lead", "Demo")
+    assert "to read again" not in run("status")[1]

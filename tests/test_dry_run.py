@@ -59,3 +59,14 @@ def test_dry_run_state_is_the_file_read_only_not_a_copy(workspace, usermaven, ru
     finally:
         state.close()
     assert open_state(path, dry_run=True).checkpoints.get("poll") != "2030-01-01T00:00:00.000000Z"
+
+
+def test_a_dry_backfill_on_an_existing_state_reads_each_deal_once(workspace, attio, usermaven, run, env):
+    assert run("run")[0] == 0  # the baseline: the file exists, with its resume points
+    attio.reset_stats()
+    code, out, err = run("run", "--backfill", "--since", "2020-01-01", "--dry-run")
+    assert code == 0, err
+    assert attio.history_reads and set(attio.history_reads.values()) == {1}
+    assert "kept shifting" not in err and "pushed past a page boundary" not in err
+    lines = out.splitlines()
+    assert lines and len(lines) == len(set(lines))

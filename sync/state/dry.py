@@ -93,12 +93,23 @@ class DryRuns(Runs):
 
 
 class DryBackfills(Backfills):
+    """Resume points as the file has them, plus the deals this dry run did, kept in memory (so its last walks
+    over the deal list do not read every deal again)."""
+
+    def __init__(self, db: Database):
+        super().__init__(db)
+        self._done: dict[str, set[str]] = {}
+
     def start(self, backfill_id: str, since: str, until: str | None) -> bool:
         existing = self.db.execute("select finished_at from backfills where id = ?", [backfill_id]).fetchone()
         return existing is not None and existing[0] is None
 
+    def done_keys(self, backfill_id: str, keys: Sequence[str]) -> set[str]:
+        mine = self._done.get(backfill_id, set())
+        return super().done_keys(backfill_id, keys) | {key for key in keys if key in mine}
+
     def mark_done(self, backfill_id: str, keys: Iterable[str]) -> None:
-        """Not kept: a dry backfill reads each deal once."""
+        self._done.setdefault(backfill_id, set()).update(keys)
 
     def finish(self, backfill_id: str) -> None:
         """Not kept."""

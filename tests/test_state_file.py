@@ -3,6 +3,7 @@ system without WAL — stops every command with exit 2 before any network call, 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -114,3 +115,23 @@ def test_a_state_where_wal_cannot_be_set_exits_2(run, env, mocked, workspace, mo
     assert code == 2 and "could not put the state file" in err and "in WAL mode" in err
     assert "keep the state on a local disk" in err
     assert len(mocked.calls) == 0
+
+
+@pytest.mark.parametrize("stop_before", [m.name for m in state_module.migrations._migrations[1:]])
+def test_status_reads_a_state_file_from_an_older_version_and_leaves_it_as_it_is(run, env, stop_before):
+    """Between an upgrade and the first run that migrates the file, `status` and `status --check` still answer."""
+    path = Path(env["SYNC_STATE_DB"])
+    path.parent.mkdir(parents=True)
+    from sqlite_utils import Database
+
+    db = Database(path)
+    state_module.migrations.apply(db, stop_before=stop_before)
+    db.close()
+    before = path.read_bytes()
+    code, out, err = run("status")
+    assert code == 0 and "ledger:" in out, err
+    code, out, err = run("status", "--json")
+    assert code == 0 and json.loads(out)["ledger"]["pending"] == 0
+    code, out, err = run("status", "--check")
+    assert code == 2 and out.startswith("CRITICAL - no run has succeeded yet"), out + err
+    assert path.read_bytes() == before

@@ -83,12 +83,18 @@ def open_state(path: Path, dry_run: bool = False) -> State:
 
 
 def open_read_only(path: Path) -> State:
-    """The state at `path` for reading only (`status`): never written, not copied, not migrated.
+    """The state at `path` for reading only (`status`): never written, and neither copied nor migrated when
+    it is up to date. A file an older version wrote (its next `run` migrates it) is read from a migrated
+    in-memory copy meanwhile, so that `status` reads the tables this version knows.
 
     Checked as `check_file` does but without SQLite's quick check, which reads the whole file (seconds for
     a large ledger): a damaged page met by status's own queries is an sqlite3.DatabaseError instead."""
     check_file(path, quick=False)
-    return State(Database(_connect_read_only(path)), migrate=False)
+    db = Database(_connect_read_only(path))
+    if migrations.pending(db):
+        db.close()
+        return State(Database(_connect_copy(path)))
+    return State(db, migrate=False)
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:

@@ -291,7 +291,8 @@ class AttioClient:
             if filter:
                 body["filter"] = filter
             page = self.request("POST", path, body=body)
-            ids = {str(row.get("id")) for row in page.rows}
+            # Rows of another shape are named by the readers (see `reading`); here they only have to compare.
+            ids = {str(row.get("id")) if isinstance(row, dict) else repr(row) for row in page.rows}
             if offset > 0 and previous and not previous & ids:
                 offset = max(0, offset - step)
                 log.info("rows of %s dropped out between two page reads; reading back from offset %d so that "

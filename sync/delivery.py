@@ -16,7 +16,7 @@ from sync.errors import (
     UsermavenRejected,
     UsermavenUnavailable,
 )
-from sync.events import for_display, for_sending, with_identity
+from sync.events import for_display, sending_text, with_identity
 from sync.models import Counts, Identity
 from sync.resolve import Resolver
 from sync.source import DealSource
@@ -78,7 +78,7 @@ def deliver(state: State, usermaven: UsermavenClient, api_key: str, min_batch: i
     one event at a time so that only the bad events are marked failed. Raises DeliveryStopped when
     Usermaven is unreachable or refuses the token.
     """
-    for chunk in state.ledger.iter_pending():
+    for chunk in state.ledger.iter_pending(decode=False):
         for indexes in batches([row["payload"] for row in chunk], sizes=[row["payload_bytes"] for row in chunk]):
             if len(indexes) < min_batch:
                 return
@@ -106,9 +106,11 @@ def print_pending(state: State, out: TextIO) -> Iterator[Counts]:
 
 def _send(state: State, usermaven: UsermavenClient, api_key: str, rows: list[dict]) -> Counts:
     ids = [row["event_id"] for row in rows]
-    events = [for_sending(row["payload"], api_key) for row in rows]
+    # The stored text, api_key spliced in: the bytes `for_sending` and `send` would give, without decoding
+    # and encoding every event again.
+    events = [sending_text(row["payload"], api_key) for row in rows]
     try:
-        usermaven.send(events)
+        usermaven.send_encoded(events)
     except (UsermavenAuthError, UsermavenRedirected) as exc:
         raise DeliveryStopped(str(exc), refused=True) from None
     except UsermavenUnavailable as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -114,6 +115,15 @@ def with_identity(event: dict, identity: Identity) -> dict:
 def for_sending(event: dict, api_key: str) -> dict:
     """The event as Usermaven receives it: `api_key` first, as in the seed guide."""
     return {"api_key": api_key, **event}
+
+
+def sending_text(stored: str, api_key: str) -> str:
+    """A stored event's JSON text as Usermaven receives it, `api_key` first: the text
+    `json.dumps(for_sending(json.loads(stored), api_key), ensure_ascii=False)` gives, without decoding the event
+    and encoding it again. `stored` is the ledger's text, which `json.dumps(event, ensure_ascii=False)` wrote."""
+    key = '{"api_key": ' + json.dumps(api_key, ensure_ascii=False)
+    rest = stored[1:]
+    return key + ("}" if rest == "}" else ", " + rest)
 
 
 def for_display(event: dict) -> dict:

@@ -39,7 +39,12 @@ class UsermavenClient:
 
         Retried here only where Usermaven cannot have taken the batch (connection refused, 429, 503); a
         UsermavenUnavailable says with `maybe_received` whether it may have (a timeout, a 500)."""
-        body = json.dumps(list(events), ensure_ascii=False).encode("utf-8")
+        self.send_encoded([json.dumps(event, ensure_ascii=False) for event in events])
+
+    def send_encoded(self, events: Sequence[str]) -> None:
+        """`send` for events already encoded as JSON text: the body is the JSON array of them, the same bytes
+        `json.dumps(events, ensure_ascii=False)` gives for the decoded events."""
+        body = ("[" + ", ".join(events) + "]").encode("utf-8")
         self.stats.add(requests=1)
         try:
             response = self._session.post(
@@ -90,11 +95,12 @@ def _message(response: requests.Response) -> str:
     return str(body)[:200]
 
 
-def batches(events: Sequence[dict], max_events: int = BATCH_EVENTS, max_bytes: int = BATCH_BYTES,
+def batches(events: Sequence[object], max_events: int = BATCH_EVENTS, max_bytes: int = BATCH_BYTES,
             sizes: Sequence[int] | None = None) -> list[list[int]]:
     """Split events into batches (as index lists) of at most `max_events` and about `max_bytes` each.
 
-    `sizes`, when known, are the events' JSON sizes in bytes (saves encoding each one again)."""
+    `sizes`, when known, are the events' JSON sizes in bytes (saves encoding each one again); without them
+    each event is a dict, encoded here to weigh it."""
     result: list[list[int]] = []
     current: list[int] = []
     size = 2

@@ -20,6 +20,18 @@ def _decoded(row: dict) -> dict:
     return {**row, "payload": json.loads(text), "payload_bytes": len(text.encode("utf-8"))}
 
 
+PENDING_COLUMNS = ("event_id", "deal_key", "to_stage", "changed_at", "payload")
+
+
+def _pending_row(values: Sequence, decode: bool) -> dict:
+    row = dict(zip(PENDING_COLUMNS, values, strict=True))
+    text = row["payload"]
+    row["payload_bytes"] = len(text.encode("utf-8"))
+    if decode:
+        row["payload"] = json.loads(text)
+    return row
+
+
 def _encoded(payload: dict) -> str:
     return json.dumps(payload, ensure_ascii=False)
 
@@ -103,13 +115,17 @@ class Ledger:
 
     # -- delivery --
 
-    def iter_pending(self, batch: int = 500) -> Iterator[list[dict]]:
-        """Pending rows in chunks, oldest first; re-reads after each chunk so rows marked meanwhile drop out."""
+    def iter_pending(self, batch: int = 500, decode: bool = True) -> Iterator[list[dict]]:
+        """Pending rows in chunks, oldest first; re-reads after each chunk so rows marked meanwhile drop out.
+
+        Each row has what delivery uses: `event_id`, `deal_key`, `to_stage`, `changed_at`, the `payload`
+        (decoded, or with `decode` False the JSON text as stored) and `payload_bytes` (what batches weigh)."""
         after = ("", "")
         while True:
-            chunk = [_decoded(r) for r in self.db.query(
-                f"select * from {self.read_table} where state = ? and (changed_at, event_id) > (?, ?) "
-                "order by changed_at, event_id limit ?", [PENDING, after[0], after[1], batch])]
+            chunk = [_pending_row(r, decode) for r in self.db.execute(
+                f"select {', '.join(PENDING_COLUMNS)} from {self.read_table} where state = ? "
+                "and (changed_at, event_id) > (?, ?) order by changed_at, event_id limit ?",
+                [PENDING, after[0], after[1], batch])]
             if not chunk:
                 return
             yield chunk

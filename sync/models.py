@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from dateutil.parser import isoparse
+
+# Attio's own form (UTC with a `Z`, up to nine fractional digits): the standard library reads it as dateutil
+# does, many times faster (a backfill parses two per stage value). Other forms are dateutil's to read.
+_ATTIO_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?Z")
 
 
 def parse_time(text: str) -> datetime:
@@ -13,6 +18,11 @@ def parse_time(text: str) -> datetime:
 
     A naive value is taken as UTC. Precision beyond microseconds is dropped.
     """
+    if _ATTIO_TIME.fullmatch(text):
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass  # out of range for the standard library (hour 24, say): dateutil decides
     value = isoparse(text)
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
@@ -21,7 +31,8 @@ def parse_time(text: str) -> datetime:
 
 def format_time(value: datetime) -> str:
     """Render a datetime as ISO 8601 UTC with microseconds and a `Z`: the one form stored and sent."""
-    value = value.astimezone(UTC)
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
     if value.year < 1000:  # strftime's %Y does not pad: keep its form for these
         return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     # isoformat is the same text as the strftime above (and faster, on a hot path): YYYY-MM-DDTHH:MM:SS.ffffff
@@ -37,9 +48,10 @@ def epoch_ms(value: datetime) -> int:
 def utc_time(value: datetime) -> str:
     """The instant `epoch_ms` gives, as RFC 3339 UTC with a `Z`, in the form Usermaven's JavaScript SDK sends
     `utc_time` (six fractional digits; the last three are zero, as the milliseconds are all `_timestamp` has)."""
-    ms = epoch_ms(value)
-    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # The instant epoch_ms gives (the microseconds floored to the millisecond), in format_time's form.
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return format_time(value.replace(microsecond=value.microsecond // 1000 * 1000))
 
 
 @dataclass(frozen=True)

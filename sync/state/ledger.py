@@ -12,6 +12,7 @@ from sync.state.sql import chunks, marks, now_text, time_text
 
 PENDING, HELD, SENT, FAILED = "pending", "held", "sent", "failed"
 STATES = (PENDING, HELD, SENT, FAILED)
+ADD_ROWS = 500  # rows per insert statement: 500 × 16 values, well under SQLite's limit on variables
 
 
 def _decoded(row: dict) -> dict:
@@ -62,13 +63,18 @@ class Ledger:
         rows = list(rows)
         if not rows:
             return
-        # Plain executemany: sqlite-utils' insert_all inspects every value, a third of a backfill's CPU.
+        # Not sqlite-utils' insert_all: it inspects every value, a third of a backfill's CPU. Not executemany
+        # either: SQLite runs each step without the GIL, and a step per row had this thread wait for the GIL
+        # again after every row while the threads reading Attio held it. One statement per ADD_ROWS rows.
         keys = [k for k in rows[0] if k != "payload"]
         columns = [*keys, "payload", "detected_at"]
         detected = now_text()
-        sql = f"insert or ignore into {self.write_table} ({', '.join(columns)}) values ({marks(columns)})"
-        self.db.conn.executemany(sql, [[*map(row.__getitem__, keys), _encoded(row["payload"]), detected]
-                                       for row in rows])
+        into = f"insert or ignore into {self.write_table} ({', '.join(columns)}) values "
+        one = f"({marks(columns)})"
+        for chunk in chunks(rows, ADD_ROWS):
+            params = [value for row in chunk
+                      for value in (*map(row.__getitem__, keys), _encoded(row["payload"]), detected)]
+            self.db.conn.execute(into + ", ".join([one] * len(chunk)), params)
 
     def requeue_for_replay(self, event_id: str, payload: dict, state: str, reason: str | None) -> None:
         """A transition replayed: queued again with a fresh payload, same id; the replay is counted."""

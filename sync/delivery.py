@@ -16,7 +16,7 @@ from sync.errors import (
     UsermavenRejected,
     UsermavenUnavailable,
 )
-from sync.events import for_display, sending_text, with_identity
+from sync.events import for_display, sending_texts, with_identity
 from sync.models import Counts, Identity
 from sync.resolve import Resolver
 from sync.source import DealSource
@@ -108,7 +108,7 @@ def _send(state: State, usermaven: UsermavenClient, api_key: str, rows: list[dic
     ids = [row["event_id"] for row in rows]
     # The stored text, api_key spliced in: the bytes `for_sending` and `send` would give, without decoding
     # and encoding every event again.
-    events = [sending_text(row["payload"], api_key) for row in rows]
+    events = sending_texts([row["payload"] for row in rows], api_key)
     try:
         usermaven.send_encoded(events)
     except (UsermavenAuthError, UsermavenRedirected) as exc:

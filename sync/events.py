@@ -117,13 +117,12 @@ def for_sending(event: dict, api_key: str) -> dict:
     return {"api_key": api_key, **event}
 
 
-def sending_text(stored: str, api_key: str) -> str:
-    """A stored event's JSON text as Usermaven receives it, `api_key` first: the text
-    `json.dumps(for_sending(json.loads(stored), api_key), ensure_ascii=False)` gives, without decoding the event
-    and encoding it again. `stored` is the ledger's text, which `json.dumps(event, ensure_ascii=False)` wrote."""
+def sending_texts(stored: Sequence[str], api_key: str) -> list[str]:
+    """Stored events' JSON texts as Usermaven receives them, `api_key` first: for each, the text
+    `json.dumps(for_sending(json.loads(text), api_key), ensure_ascii=False)` gives, without decoding the event
+    and encoding it again. Each text is the ledger's, which `json.dumps(event, ensure_ascii=False)` wrote."""
     key = '{"api_key": ' + json.dumps(api_key, ensure_ascii=False)
-    rest = stored[1:]
-    return key + ("}" if rest == "}" else ", " + rest)
+    return [key + ("}" if text[1:] == "}" else ", " + text[1:]) for text in stored]
 
 
 def for_display(event: dict) -> dict:

@@ -33,6 +33,10 @@ class UsermavenClient:
         self._session = make_session(self.stats, retries=4, statuses=NOT_RECEIVED_STATUSES,
                                      resend_if_maybe_received=False)
         settle_environment(self._session, events_url)
+        # Every batch goes to the same URL with the same headers: prepared once and copied for each batch, as
+        # requests' merging of settings into every request (runtime Protocol checks) costs more than the rest.
+        self._template = self._session.prepare_request(requests.Request(
+            "POST", events_url, params=self._params, headers={"Content-Type": "application/json"}))
 
     def send(self, events: Sequence[dict]) -> None:
         """Send one batch; return only when Usermaven answered 2xx, else raise a UsermavenError.
@@ -47,10 +51,9 @@ class UsermavenClient:
         body = ("[" + ", ".join(events) + "]").encode("utf-8")
         self.stats.add(requests=1)
         try:
-            response = self._session.post(
-                self.events_url, params=self._params, data=body,
-                headers={"Content-Type": "application/json"}, timeout=self.timeout, allow_redirects=False,
-            )
+            request = self._template.copy()
+            request.prepare_body(body, None)
+            response = self._session.send(request, timeout=self.timeout, allow_redirects=False)
         except requests.RequestException as exc:
             received = _maybe_received(exc)
             what = "did not answer in time, or the connection broke," if received else "could not be reached"

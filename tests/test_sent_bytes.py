@@ -7,11 +7,12 @@ import json
 import random
 import sqlite3
 
+import requests
 import responses
 from sqlite_utils import Database
 
 from sync.delivery import deliver
-from sync.events import for_sending, sending_text
+from sync.events import for_sending, sending_texts
 from sync.recording import ledger_row
 from sync.state import State
 from sync.transitions import transitions_from_history
@@ -60,7 +61,7 @@ def test_the_spliced_text_is_the_text_of_the_event_encoded_again():
         event.pop("api_key", None)  # never stored: a secret
         key = rng.choice(["key", "um_Ké\"y\\", ""])
         stored = json.dumps(event, ensure_ascii=False)
-        assert sending_text(stored, key) == json.dumps(for_sending(json.loads(stored), key), ensure_ascii=False)
+        assert sending_texts([stored], key)[0] == json.dumps(for_sending(json.loads(stored), key), ensure_ascii=False)
 
 
 @responses.activate
@@ -72,3 +73,14 @@ def test_a_batch_of_encoded_events_is_their_json_array():
     client.send_encoded([json.dumps(e, ensure_ascii=False) for e in events])
     client.send(events)
     assert bodies == [json.dumps(events, ensure_ascii=False).encode()] * 2
+
+
+def test_a_batch_is_prepared_as_session_post_prepares_it():
+    client = UsermavenClient(URL, "key", "token")
+    body = '[{"a": "é"}]'.encode()
+    ours = client._template.copy()
+    ours.prepare_body(body, None)
+    theirs = client._session.prepare_request(requests.Request(
+        "POST", URL, params={"token": "key.token"}, data=body, headers={"Content-Type": "application/json"}))
+    assert (ours.method, ours.url, ours.body) == (theirs.method, theirs.url, theirs.body)
+    assert list(ours.headers.items()) == list(theirs.headers.items())

@@ -34,9 +34,10 @@ class Backfills:
 
     def mark_done(self, backfill_id: str, keys: Iterable[str]) -> None:
         """Call inside `State.atomic()`, with the ledger rows of these deals."""
-        rows = [{"backfill_id": backfill_id, "deal_key": k} for k in keys]
-        if rows:
-            self.db.table("backfill_done").insert_all(rows, pk=("backfill_id", "deal_key"), ignore=True)
+        # Plain SQL, one statement per chunk: sqlite-utils' insert_all inspects every value.
+        for chunk in chunks(list(keys)):
+            self.db.execute("insert or ignore into backfill_done (backfill_id, deal_key) values "
+                            + ", ".join(["(?, ?)"] * len(chunk)), [v for key in chunk for v in (backfill_id, key)])
 
     def unfinished(self) -> list[dict]:
         return list(self.db.query(

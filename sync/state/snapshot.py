@@ -22,9 +22,21 @@ class Snapshot:
         return found
 
     def save(self, rows: Iterable[dict]) -> None:
-        stamped = [{**row, "seen_at": now_text()} for row in rows]
-        if stamped:
-            self.db.table("deals").upsert_all(stamped, pk="key")
+        """Insert or update these deals' rows (each row has every column but `seen_at`).
+
+        Plain SQL, not sqlite-utils' upsert_all, which inspects every value: a backfill on an empty state saves
+        every deal here on the main thread."""
+        rows = list(rows)
+        if not rows:
+            return
+        columns = [*rows[0], "seen_at"]
+        seen = now_text()
+        into = (f"insert into deals ({', '.join(columns)}) values ")
+        update = " on conflict (key) do update set " + ", ".join(f"{c} = excluded.{c}" for c in columns if c != "key")
+        one = f"({marks(columns)})"
+        for chunk in chunks(rows, 500):
+            params = [value for row in chunk for value in (*map(row.__getitem__, columns[:-1]), seen)]
+            self.db.execute(into + ", ".join([one] * len(chunk)) + update, params)
 
     def count(self) -> int:
         return self.db.execute("select count(*) from deals").fetchone()[0]

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 
 from sqlite_utils import Database
 
-from sync.state.sql import chunks, marks, now_text
+from sync.state.sql import chunks, insert_many, marks, now_text
 
 
 class Backfills:
@@ -34,10 +34,9 @@ class Backfills:
 
     def mark_done(self, backfill_id: str, keys: Iterable[str]) -> None:
         """Call inside `State.atomic()`, with the ledger rows of these deals."""
-        # Plain SQL, one statement per chunk: sqlite-utils' insert_all inspects every value.
-        for chunk in chunks(list(keys)):
-            self.db.execute("insert or ignore into backfill_done (backfill_id, deal_key) values "
-                            + ", ".join(["(?, ?)"] * len(chunk)), [v for key in chunk for v in (backfill_id, key)])
+        # Plain SQL: sqlite-utils' insert_all inspects every value.
+        insert_many(self.db, "insert or ignore into backfill_done (backfill_id, deal_key) values ",
+                    [(backfill_id, key) for key in keys])
 
     def unfinished(self) -> list[dict]:
         return list(self.db.query(

@@ -8,11 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlite_utils import Database
 
-from sync.state.sql import chunks, marks, now_text, time_text
+from sync.state.sql import chunks, insert_many, marks, now_text, time_text
 
 PENDING, HELD, SENT, FAILED = "pending", "held", "sent", "failed"
 STATES = (PENDING, HELD, SENT, FAILED)
-ADD_ROWS = 500  # rows per insert statement: 500 × 16 values, well under SQLite's limit on variables
 
 
 def _decoded(row: dict) -> dict:
@@ -63,18 +62,12 @@ class Ledger:
         rows = list(rows)
         if not rows:
             return
-        # Not sqlite-utils' insert_all: it inspects every value, a third of a backfill's CPU. Not executemany
-        # either: SQLite runs each step without the GIL, and a step per row had this thread wait for the GIL
-        # again after every row while the threads reading Attio held it. One statement per ADD_ROWS rows.
+        # Not sqlite-utils' insert_all: it inspects every value, a third of a backfill's CPU.
         keys = [k for k in rows[0] if k != "payload"]
         columns = [*keys, "payload", "detected_at"]
         detected = now_text()
-        into = f"insert or ignore into {self.write_table} ({', '.join(columns)}) values "
-        one = f"({marks(columns)})"
-        for chunk in chunks(rows, ADD_ROWS):
-            params = [value for row in chunk
-                      for value in (*map(row.__getitem__, keys), _encoded(row["payload"]), detected)]
-            self.db.conn.execute(into + ", ".join([one] * len(chunk)), params)
+        insert_many(self.db, f"insert or ignore into {self.write_table} ({', '.join(columns)}) values ",
+                    [(*map(row.__getitem__, keys), _encoded(row["payload"]), detected) for row in rows])
 
     def requeue_for_replay(self, event_id: str, payload: dict, state: str, reason: str | None) -> None:
         """A transition replayed: queued again with a fresh payload, same id; the replay is counted."""

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 
 from sqlite_utils import Database
 
-from sync.state.sql import chunks, marks, now_text
+from sync.state.sql import chunks, insert_many, marks, now_text
 
 
 class Snapshot:
@@ -31,12 +31,9 @@ class Snapshot:
             return
         columns = [*rows[0], "seen_at"]
         seen = now_text()
-        into = (f"insert into deals ({', '.join(columns)}) values ")
         update = " on conflict (key) do update set " + ", ".join(f"{c} = excluded.{c}" for c in columns if c != "key")
-        one = f"({marks(columns)})"
-        for chunk in chunks(rows, 500):
-            params = [value for row in chunk for value in (*map(row.__getitem__, columns[:-1]), seen)]
-            self.db.execute(into + ", ".join([one] * len(chunk)) + update, params)
+        insert_many(self.db, f"insert into deals ({', '.join(columns)}) values ",
+                    [(*map(row.__getitem__, columns[:-1]), seen) for row in rows], update)
 
     def count(self) -> int:
         return self.db.execute("select count(*) from deals").fetchone()[0]

@@ -1,10 +1,13 @@
-"""Small helpers every part of the state shares: the stored time format and chunked `in (...)` queries."""
+"""Small helpers every part of the state shares: the stored time format, chunked `in (...)` queries and multi-row
+inserts."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
+
+from sqlite_utils import Database
 
 from sync.models import format_time
 
@@ -29,3 +32,22 @@ def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[list[T]]:
 def marks(chunk: Sequence[object]) -> str:
     """`?,?,?` for a chunk's `in (...)`."""
     return ",".join("?" * len(chunk))
+
+
+def insert_many(db: Database, head: str, rows: Sequence[Sequence[object]], tail: str = "") -> None:
+    """`head` ("insert into t (a, b) values ") for many rows of values, as a few multi-row statements: 64 rows
+    at a time, what is left by halves (32, 16, ... 1).
+
+    Not executemany: SQLite runs each step without the GIL, and a step per row had the main thread wait for
+    the GIL again after every row while the threads reading Attio held it. Few statement shapes, so the
+    connection's statement cache stays small."""
+    if not rows:
+        return
+    one = f"({marks(rows[0])})"
+    start, size = 0, 64
+    while start < len(rows):
+        while size > len(rows) - start:
+            size //= 2
+        chunk = rows[start:start + size]
+        db.execute(head + ", ".join([one] * size) + tail, [value for row in chunk for value in row])
+        start += size

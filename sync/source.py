@@ -368,7 +368,9 @@ def _chain(first: Page, rest: Iterator[Page]) -> Iterator[Page]:
 
 class InFlight:
     """Starts submitted calls on a pool, no more than `target()` at once (re-read as calls finish), the
-    rest waiting in order. The pool's threads are only created as needed, so they number `target()` too."""
+    rest waiting in order. A thread that finishes a call takes the next waiting one itself, so the pool's
+    threads number the most calls ever run at once (`target()`), not its ceiling: the pool adds a thread
+    whenever none is idle, and a thread handing work on would never be idle."""
 
     def __init__(self, pool: ThreadPoolExecutor, target: Callable[[], int]):
         self.pool = pool
@@ -398,19 +400,24 @@ class InFlight:
             with self._lock:
                 if self._closed or not self._waiting or self._active >= self.target():
                     return
-                fn, args, future = self._waiting.popleft()
+                call = self._waiting.popleft()
                 self._active += 1
-            self.pool.submit(self._run, fn, args, future)
+            self.pool.submit(self._run, call)
 
-    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...], future: Future) -> None:
-        try:
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn(*args))
-                except BaseException as exc:
-                    future.set_exception(exc)
-        finally:
-            with self._lock:
-                self._active -= 1
-            self._pump()
-
+    def _run(self, call: tuple[Callable[..., Any], tuple[Any, ...], Future] | None) -> None:
+        while call is not None:
+            fn, args, future = call
+            try:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn(*args))
+                    except BaseException as exc:
+                        future.set_exception(exc)
+            finally:
+                with self._lock:
+                    if not self._closed and self._waiting and self._active <= self.target():
+                        call = self._waiting.popleft()
+                    else:
+                        call = None
+                        self._active -= 1
+            self._pump()  # the target may have grown meanwhile

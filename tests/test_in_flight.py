@@ -39,3 +39,15 @@ def test_target_follows_rate_times_latency_within_the_ceiling():
     for rps, latency, target in ((100, 0.3, 47), (100, 0.1, 17), (25, 0.02, 3), (100, 0.001, 3), (100, 2.0, 48)):
         source.max_rps, source.client = rps, SimpleNamespace(latency=latency)  # type: ignore[assignment]
         assert source.in_flight_target() == target
+
+
+def test_threads_stay_at_the_target_over_many_calls():
+    """A long backfill hands the pool thousands of reads: its threads must not creep up to the ceiling."""
+    pool = ThreadPoolExecutor(48)
+    gate = InFlight(pool, lambda: 3)
+    futures = [gate.submit(time.sleep, 0.001) for _ in range(600)]
+    for future in futures:
+        future.result(timeout=30)
+    gate.close()
+    pool.shutdown()
+    assert len(pool._threads) <= 4

@@ -50,4 +50,4 @@ def test_threads_stay_at_the_target_over_many_calls():
         future.result(timeout=30)
     gate.close()
     pool.shutdown()
-    assert len(pool._threads) <= 4
+    assert len(pool._threads) <= 3  # the target: a finishing thread takes the next call itself

@@ -35,7 +35,7 @@ from sync.errors import (
     SyncError,
     UsageError,
 )
-from sync.events import EventSettings
+from sync.events import EventSettings, for_sending
 from sync.healthcheck import Healthcheck
 from sync.lock import StateLock, lock_holder
 from sync.logformat import new_run_id, running
@@ -181,7 +181,8 @@ def replay_deal(config: Config, record_id: str, since: datetime | None, dry_run:
 
 @contextmanager
 def _locked_state(config: Config, dry_run: bool, command: str) -> Iterator[State]:
-    """The state, opened under its lock (a dry run: an in-memory copy, no lock). Raises LockHeld or StateError."""
+    """The state, opened under its lock (a dry run: read-only, its writes kept aside, no lock). Raises LockHeld or
+    StateError."""
     with ExitStack() as stack:
         try:
             if not dry_run:
@@ -192,6 +193,16 @@ def _locked_state(config: Config, dry_run: bool, command: str) -> Iterator[State
                              "and that the folder exists or can be created and is writable") from None
         stack.callback(state.close)
         yield state
+
+
+def _attio(config: Config, redactor: Redactor) -> AttioClient:
+    return AttioClient(config.attio_base_url, config.attio_api_key, config.attio_max_rps, redactor,
+                       config.http_timeout)
+
+
+def _usermaven(config: Config, redactor: Redactor) -> UsermavenClient:
+    return UsermavenClient(config.usermaven_events_url, config.usermaven_api_key, config.usermaven_server_token,
+                           redactor, config.http_timeout)
 
 
 def _execute(command: str, config: Config, dry_run: bool, out: TextIO | None, work: Work) -> Report:
@@ -224,10 +235,7 @@ def _execute_run(command: str, config: Config, dry_run: bool, out: TextIO | None
     with _locked_state(config, dry_run, command) as state:
         if on_start is not None:
             on_start()
-        attio = AttioClient(config.attio_base_url, config.attio_api_key, config.attio_max_rps, redactor,
-                            config.http_timeout)
-        usermaven = UsermavenClient(config.usermaven_events_url, config.usermaven_api_key,
-                                    config.usermaven_server_token, redactor, config.http_timeout)
+        attio, usermaven = _attio(config, redactor), _usermaven(config, redactor)
         source = DealSource(attio, config)
         services = Services(state=state, source=source, resolver=Resolver(attio, config.attio_user_id_attribute),
                             usermaven=usermaven, settings=EventSettings(config.usermaven_event_type,
@@ -357,10 +365,7 @@ def summary_line(report: Report, dry_run: bool) -> str:
 def check_configuration(config: Config) -> SetupReport:
     """`check`: the token, its scopes, the object or list, the stage attribute and its stages, the user id
     attribute, the state path. Reads only; creates nothing."""
-    redactor = Redactor(config.secrets)
-    attio = AttioClient(config.attio_base_url, config.attio_api_key, config.attio_max_rps, redactor,
-                        config.http_timeout)
-    return check_setup(config, attio)
+    return check_setup(config, _attio(config, Redactor(config.secrets)))
 
 
 @dataclass(frozen=True)
@@ -372,7 +377,6 @@ class CanaryReport:
 def send_test_event(config: Config, at: datetime | None, resend: bool) -> CanaryReport:
     """`check --send-test-event`: one test event with `_timestamp` at `at`, or (`resend`) the last one again
     with the same id. Raises a UsermavenError when Usermaven does not take it."""
-    redactor = Redactor(config.secrets)
     with _locked_state(config, dry_run=False, command="check") as state:
         if resend:
             event = state.canaries.last()
@@ -383,7 +387,5 @@ def send_test_event(config: Config, at: datetime | None, resend: bool) -> Canary
                 raise UsageError("--resend sends the last test event as it was: it takes no --at")
         else:
             event = canary_event(config, at or datetime.now(UTC) - timedelta(days=1))
-        usermaven = UsermavenClient(config.usermaven_events_url, config.usermaven_api_key,
-                                    config.usermaven_server_token, redactor, config.http_timeout)
-        usermaven.send([{"api_key": config.usermaven_api_key, **event}])
+        _usermaven(config, Redactor(config.secrets)).send([for_sending(event, config.usermaven_api_key)])
         return CanaryReport(event, state.canaries.record_send(event))

@@ -71,11 +71,10 @@ def open_state(path: Path, dry_run: bool = False) -> State:
         return State(Database(_connect_file(path)))
     if not exists:
         return State(Database(sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)))
-    db = Database(_connect_read_only(path))
-    if migrations.pending(db):
-        db.close()
-        return State(Database(_connect_copy(path)))
-    state = State(db, migrate=False)
+    state, copied = _open_for_reading(path)
+    if copied:
+        return state  # an in-memory copy: its writes go nowhere
+    db = state.db
     state.ledger, state.snapshot, state.notices = DryLedger(db), DrySnapshot(db), DryNotices(db)
     state.checkpoints, state.runs, state.backfills = DryCheckpoints(db), DryRuns(db), DryBackfills(db)
     state.retries = DryRetries(db)
@@ -90,11 +89,17 @@ def open_read_only(path: Path) -> State:
     Checked as `check_file` does but without SQLite's quick check, which reads the whole file (seconds for
     a large ledger): a damaged page met by status's own queries is an sqlite3.DatabaseError instead."""
     check_file(path, quick=False)
+    return _open_for_reading(path)[0]
+
+
+def _open_for_reading(path: Path) -> tuple[State, bool]:
+    """The file read-only and not migrated when it is up to date; else (an older version wrote it, and
+    read-only it cannot be migrated) a migrated in-memory copy. The flag says whether it is the copy."""
     db = Database(_connect_read_only(path))
     if migrations.pending(db):
         db.close()
-        return State(Database(_connect_copy(path)))
-    return State(db, migrate=False)
+        return State(Database(_connect_copy(path))), True
+    return State(db, migrate=False), False
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:

@@ -1,12 +1,15 @@
-"""HTTP plumbing shared by both clients: retries, a rate limiter, request counts."""
+"""HTTP plumbing shared by both clients: retries, a rate limiter, request counts, and a gate on the calls in flight."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -138,3 +141,59 @@ def settle_environment(session: requests.Session, url: str) -> requests.Session:
     session.trust_env = False
     return session
 
+
+class InFlight:
+    """Starts submitted calls on a pool, no more than `target()` at once (re-read as calls finish), the
+    rest waiting in order. A thread that finishes a call takes the next waiting one itself, so the pool's
+    threads number the most calls ever run at once (`target()`), not its ceiling: the pool adds a thread
+    whenever none is idle, and a thread handing work on would never be idle."""
+
+    def __init__(self, pool: ThreadPoolExecutor, target: Callable[[], int]):
+        self.pool = pool
+        self.target = target
+        self._waiting: deque[tuple[Callable[..., Any], tuple[Any, ...], Future]] = deque()
+        self._active = 0
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        with self._lock:
+            self._waiting.append((fn, args, future))
+        self._pump()
+        return future
+
+    def close(self) -> None:
+        """Start nothing more; calls not started yet are cancelled."""
+        with self._lock:
+            self._closed = True
+            waiting, self._waiting = self._waiting, deque()
+        for _, _, future in waiting:
+            future.cancel()
+
+    def _pump(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed or not self._waiting or self._active >= self.target():
+                    return
+                call = self._waiting.popleft()
+                self._active += 1
+            self.pool.submit(self._run, call)
+
+    def _run(self, call: tuple[Callable[..., Any], tuple[Any, ...], Future] | None) -> None:
+        while call is not None:
+            fn, args, future = call
+            try:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn(*args))
+                    except BaseException as exc:
+                        future.set_exception(exc)
+            finally:
+                with self._lock:
+                    if not self._closed and self._waiting and self._active <= self.target():
+                        call = self._waiting.popleft()
+                    else:
+                        call = None
+                        self._active -= 1
+            self._pump()  # the target may have grown meanwhile

@@ -10,7 +10,6 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 from urllib.parse import quote
 
 from sync import clock
@@ -31,6 +30,7 @@ from sync.attributes import AttributeProblem, EventAttribute, select_attributes
 from sync.config import Config
 from sync.errors import AttioAuthError, AttioError, AttioNotFound, SetupError
 from sync.events import EVENT_ATTRIBUTE_KEYS
+from sync.http import InFlight
 from sync.models import Current, Deal, DealRef, StageValue, format_time
 from sync.transitions import behind, latest
 
@@ -364,60 +364,3 @@ def _chain(first: Page, rest: Iterator[Page]) -> Iterator[Page]:
     yield first
     del first
     yield from rest
-
-
-class InFlight:
-    """Starts submitted calls on a pool, no more than `target()` at once (re-read as calls finish), the
-    rest waiting in order. A thread that finishes a call takes the next waiting one itself, so the pool's
-    threads number the most calls ever run at once (`target()`), not its ceiling: the pool adds a thread
-    whenever none is idle, and a thread handing work on would never be idle."""
-
-    def __init__(self, pool: ThreadPoolExecutor, target: Callable[[], int]):
-        self.pool = pool
-        self.target = target
-        self._waiting: deque[tuple[Callable[..., Any], tuple[Any, ...], Future]] = deque()
-        self._active = 0
-        self._closed = False
-        self._lock = threading.Lock()
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
-        future: Future = Future()
-        with self._lock:
-            self._waiting.append((fn, args, future))
-        self._pump()
-        return future
-
-    def close(self) -> None:
-        """Start nothing more; calls not started yet are cancelled."""
-        with self._lock:
-            self._closed = True
-            waiting, self._waiting = self._waiting, deque()
-        for _, _, future in waiting:
-            future.cancel()
-
-    def _pump(self) -> None:
-        while True:
-            with self._lock:
-                if self._closed or not self._waiting or self._active >= self.target():
-                    return
-                call = self._waiting.popleft()
-                self._active += 1
-            self.pool.submit(self._run, call)
-
-    def _run(self, call: tuple[Callable[..., Any], tuple[Any, ...], Future] | None) -> None:
-        while call is not None:
-            fn, args, future = call
-            try:
-                if future.set_running_or_notify_cancel():
-                    try:
-                        future.set_result(fn(*args))
-                    except BaseException as exc:
-                        future.set_exception(exc)
-            finally:
-                with self._lock:
-                    if not self._closed and self._waiting and self._active <= self.target():
-                        call = self._waiting.popleft()
-                    else:
-                        call = None
-                        self._active -= 1
-            self._pump()  # the target may have grown meanwhile

@@ -7,7 +7,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
-from sync.source import DealSource, InFlight
+from sync.http import InFlight
+from sync.source import DealSource
 
 
 def test_no_more_than_the_target_run_at_once_and_every_call_finishes():

@@ -87,8 +87,9 @@ def deliver(state: State, usermaven: UsermavenClient, api_key: str, min_batch: i
 
 def print_pending(state: State, out: TextIO) -> Iterator[Counts]:
     """A dry run's delivery: print every pending event once (one JSON object per line) instead of sending,
-    yielding what was printed. Its state is a throwaway copy, where the printed rows are marked sent so they
-    are printed once. A closed output (`| head`) raises BrokenPipeError after the count of what it took."""
+    yielding what was printed. The dry run's state keeps its writes apart from the file (state/dry.py): the
+    printed rows are marked sent there, so they are printed once. A closed output (`| head`) raises
+    BrokenPipeError after the count of what it took."""
     for chunk in state.ledger.iter_pending():
         printed = 0
         try:

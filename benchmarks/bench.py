@@ -24,19 +24,23 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import requests
-
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, str(ROOT / "benchmarks" / "_cli.py")]
 # (label, source tree of the CLI): `--against PATH` adds another checkout, run interleaved with this one.
 TREES: list[tuple[str, Path]] = [("this", ROOT)]
 EXPECTED = ROOT / "benchmarks" / "quick_expected.json"
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return json.load(answer)
 
 
 @dataclass
@@ -64,9 +68,9 @@ class Sandbox:
         self.process.wait(timeout=60)
 
     def stats(self) -> dict:
-        attio = requests.get(self.coordinates["attio_url"] + "/_sandbox/stats", timeout=10).json()
+        attio = _get_json(self.coordinates["attio_url"] + "/_sandbox/stats")
         collector = self.coordinates["usermaven_events_url"].split("/api/")[0]
-        usermaven = requests.get(collector + "/_sandbox/stats", timeout=10).json()
+        usermaven = _get_json(collector + "/_sandbox/stats")
         return {"attio": attio, "usermaven": usermaven}
 
     def env(self, state: Path, **settings: str) -> dict[str, str]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 import logging
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote, urlencode
 
-import requests
+import orjson
+import urllib3
 
 from sync import clock
 from sync.attributes import EventAttribute, active
 from sync.errors import AttioAuthError, AttioError, AttioNotFound, SetupError
-from sync.http import CONNECT_TIMEOUT, RateLimiter, RequestStats, make_session, settle_environment
+from sync.http import CONNECT_TIMEOUT, RateLimiter, RequestStats, make_pool
+from sync.http import reason as _reason
 from sync.models import Deal, Person, StageValue, format_time, parse_time
 from sync.redact import Redactor
 
@@ -29,6 +31,8 @@ PAGE_OVERLAP = 10
 IN_CHUNK = 200
 BAD_BODY_ATTEMPTS = 3
 LATENCY_WEIGHT = 0.1
+# Connections kept open to Attio: the most requests ever in flight (ATTIO_CONCURRENCY's ceiling).
+MAX_CONNECTIONS = 64
 
 
 @dataclass
@@ -199,12 +203,12 @@ def active_from_filter(attribute: str, since: datetime) -> dict:
 
 
 class AttioClient:
-    """Attio over HTTP: one Session per thread, one rate limiter and one set of counts for all."""
+    """Attio over HTTP: one connection pool, one rate limiter and one set of counts for all threads."""
 
     def __init__(self, base_url: str, api_key: str, max_rps: float, redactor: Redactor | None = None,
                  timeout: float = 60):
         self.base_url = base_url.rstrip("/")
-        self.timeout = (CONNECT_TIMEOUT, timeout)
+        self.timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT, read=timeout)
         self._headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
         self.stats = RequestStats()
         self.max_rps = max_rps
@@ -213,61 +217,46 @@ class AttioClient:
         self.latency = 0.1
         self.limiter = RateLimiter(max_rps)
         self.redact = redactor or Redactor([api_key])
-        self._local = threading.local()
+        # One pool for every thread (urllib3's pools are thread-safe), as many connections as requests in flight.
+        self._pool = make_pool(self.base_url, self.stats, self.limiter, pool_size=MAX_CONNECTIONS)
+        self._json_headers = {**self._headers, "Content-Type": "application/json"}
 
-    def _session(self) -> tuple[requests.Session, requests.PreparedRequest]:
-        """This thread's Session, and a request it prepared once (headers, hooks) that each call copies."""
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = settle_environment(make_session(self.stats, self.limiter),
-                                                                   self.base_url)
-            self._local.template = session.prepare_request(requests.Request("GET", self.base_url,
-                                                                            headers=self._headers))
-        return session, self._local.template
-
-    def _prepared(self, template: requests.PreparedRequest, method: str, path: str, params: dict | None,
-                  body: dict | None) -> requests.PreparedRequest:
-        """The request `Session.request` would prepare, made from the session's template: requests' merging
-        of the session's settings into every request (runtime Protocol checks) costs more CPU than the rest of
-        a small request. Attio sets no cookies, so the template's (none) stay right."""
-        prepared = template.copy()
-        prepared.method = method.upper()
-        query = urlencode([(k, v) for k, v in params.items() if v is not None]) if params else None
-        prepared.prepare_url(self.base_url + path, query)
-        prepared.prepare_body(None, None, body)
-        return prepared
+    def _url(self, path: str, params: dict | None) -> str:
+        query = urlencode([(k, v) for k, v in params.items() if v is not None]) if params else ""
+        return self.base_url + path + ("?" + query if query else "")
 
     def request(self, method: str, path: str, params: dict | None = None, body: dict | None = None) -> Page:
         """One call; raises AttioError (or a subclass) with Attio's own message on any failure.
 
-        Status and connection failures are retried by the session's adapter; a success whose body is not
+        Status and connection failures are retried by the pool (urllib3's Retry); a success whose body is not
         JSON (cut off on the way) is retried here, as urllib3 cannot see it.
         """
+        url = self._url(path, params)
+        headers = self._headers if body is None else self._json_headers
+        data = None if body is None else json.dumps(body, allow_nan=False).encode()
         for attempt in range(1, BAD_BODY_ATTEMPTS + 1):
             self.limiter.wait()
             self.stats.add(requests=1)
             began = time.monotonic()
-            session, template = self._session()
             try:
-                prepared = self._prepared(template, method, path, params, body)
-                response = session.send(prepared, timeout=self.timeout, allow_redirects=True)
-            except requests.RequestException as exc:
-                raise AttioError(self.redact(f"Attio could not be reached ({type(exc).__name__}: {exc})")) from None
+                response = self._pool.request(method, url, body=data, headers=headers, timeout=self.timeout)
+            except urllib3.exceptions.HTTPError as exc:
+                raise AttioError(self.redact(f"Attio could not be reached ({_reason(exc)})")) from None
             self.latency = LATENCY_WEIGHT * (time.monotonic() - began) + (1 - LATENCY_WEIGHT) * self.latency
-            log.debug("%s %s -> %s", method, response.url, response.status_code)
+            log.debug("%s %s -> %s", method, url, response.status)
             try:
-                payload = response.json()
-            except ValueError:
+                payload = orjson.loads(response.data)
+            except orjson.JSONDecodeError:
                 payload = None
-            if response.status_code >= 400:
-                self._raise(response.status_code, payload, path)
+            if response.status >= 400:
+                self._raise(response.status, payload, path)
             if isinstance(payload, dict):
                 break
             log.warning("Attio sent a body that is not JSON for %s %s (HTTP %s, attempt %d of %d)",
-                        method, path, response.status_code, attempt, BAD_BODY_ATTEMPTS)
+                        method, path, response.status, attempt, BAD_BODY_ATTEMPTS)
         else:
             raise AttioError(f"Attio sent a response that is not JSON for {method} {path} "
-                             f"{BAD_BODY_ATTEMPTS} times (HTTP {response.status_code})")
+                             f"{BAD_BODY_ATTEMPTS} times (HTTP {response.status})")
         # Most endpoints wrap their answer in `data`; /v2/self does not.
         data = payload.get("data", payload)
         rows = data if isinstance(data, list) else [data] if isinstance(data, dict) else []

@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlencode, urlsplit
 
-import requests
-
+from sync.http import RequestStats, make_pool, reason
 from sync.redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -30,8 +29,7 @@ def is_cronitor(url: str) -> bool:
 class Healthcheck:
     """Start and finish pings around one run. Every method returns whether the ping got a 2xx answer."""
 
-    def __init__(self, url: str, run_id: str, redactor: Redactor | None = None, timeout: float = TIMEOUT,
-                 session: requests.Session | None = None):
+    def __init__(self, url: str, run_id: str, redactor: Redactor | None = None, timeout: float = TIMEOUT):
         self.url = url.rstrip("/") if not is_cronitor(url) else url
         self.run_id = run_id
         # The ping URL is a credential of the monitor: mask it (the run's own secrets too), show only its host.
@@ -39,7 +37,8 @@ class Healthcheck:
         own = Redactor([url, self.url, *(part for part in (parts.path.strip("/"), parts.query) if len(part) > 1)])
         self.redact = (lambda text: own(redactor(text))) if redactor else own
         self.timeout = timeout
-        self.session = session or requests.Session()
+        # No retry: a ping that fails is reported and the run goes on; the next run pings again.
+        self.pool = make_pool(url, RequestStats(), retries=0, pool_size=1, statuses=())
         port = f":{parts.port}" if parts.port else ""
         self.shown = f"{parts.scheme}://{parts.hostname or ''}{port}"
 
@@ -66,15 +65,15 @@ class Healthcheck:
     def _ping(self, url: str, body: str = "") -> bool:
         try:
             if body:
-                response = self.session.post(url, data=body.encode(), timeout=self.timeout,
+                response = self.pool.request("POST", url, body=body.encode(), timeout=self.timeout,
                                              headers={"Content-Type": "text/plain; charset=utf-8"})
             else:
-                response = self.session.get(url, timeout=self.timeout)
+                response = self.pool.request("GET", url, timeout=self.timeout)
         except Exception as exc:  # any failure: DNS, refused, timeout, a malformed URL
             log.warning("healthcheck ping to %s failed (%s); the run goes on", self.shown,
-                        self.redact(f"{type(exc).__name__}: {exc}"))
+                        self.redact(reason(exc)))
             return False
-        if not 200 <= response.status_code < 300:
-            log.warning("healthcheck ping to %s answered %d; the run goes on", self.shown, response.status_code)
+        if not 200 <= response.status < 300:
+            log.warning("healthcheck ping to %s answered %d; the run goes on", self.shown, response.status)
             return False
         return True

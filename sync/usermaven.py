@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from urllib.parse import urlencode
 
-import requests
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
+import urllib3
 
 from sync.errors import UsermavenAuthError, UsermavenRedirected, UsermavenRejected, UsermavenUnavailable
-from sync.http import CONNECT_TIMEOUT, NOT_RECEIVED_STATUSES, RequestStats, make_session, settle_environment
+from sync.http import CONNECT_TIMEOUT, NOT_RECEIVED_STATUSES, RequestStats, make_pool, reason
 from sync.redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 # Usermaven's docs and SDKs send arrays; Jitsu caps one event at 51,200 bytes.
 BATCH_EVENTS = 50
 BATCH_BYTES = 400_000
+HEADERS = {"Content-Type": "application/json"}
 
 
 class UsermavenClient:
@@ -26,17 +27,13 @@ class UsermavenClient:
     def __init__(self, events_url: str, api_key: str, server_token: str, redactor: Redactor | None = None,
                  timeout: float = 60):
         self.events_url = events_url
-        self.timeout = (CONNECT_TIMEOUT, timeout)
+        self.timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT, read=timeout)
         self._params = {"token": f"{api_key}.{server_token}"}
         self.redact = redactor or Redactor([api_key, server_token, f"{api_key}.{server_token}"])
         self.stats = RequestStats()
-        self._session = make_session(self.stats, retries=4, statuses=NOT_RECEIVED_STATUSES,
-                                     resend_if_maybe_received=False)
-        settle_environment(self._session, events_url)
-        # Every batch goes to the same URL with the same headers: prepared once and copied for each batch, as
-        # requests' merging of settings into every request (runtime Protocol checks) costs more than the rest.
-        self._template = self._session.prepare_request(requests.Request(
-            "POST", events_url, params=self._params, headers={"Content-Type": "application/json"}))
+        self._url = f"{events_url}{'&' if '?' in events_url else '?'}{urlencode(self._params)}"
+        self._pool = make_pool(events_url, self.stats, retries=4, pool_size=2, statuses=NOT_RECEIVED_STATUSES,
+                               resend_if_maybe_received=False)
 
     def send(self, events: Sequence[dict]) -> None:
         """Send one batch; return only when Usermaven answered 2xx, else raise a UsermavenError.
@@ -51,48 +48,44 @@ class UsermavenClient:
         body = ("[" + ", ".join(events) + "]").encode("utf-8")
         self.stats.add(requests=1)
         try:
-            request = self._template.copy()
-            request.prepare_body(body, None)
-            response = self._session.send(request, timeout=self.timeout, allow_redirects=False)
-        except requests.RequestException as exc:
+            response = self._pool.request("POST", self._url, body=body, headers=HEADERS, timeout=self.timeout,
+                                          redirect=False)
+        except urllib3.exceptions.HTTPError as exc:
             received = _maybe_received(exc)
             what = "did not answer in time, or the connection broke," if received else "could not be reached"
-            raise UsermavenUnavailable(self.redact(f"Usermaven {what} ({type(exc).__name__}: {exc})"),
+            raise UsermavenUnavailable(self.redact(f"Usermaven {what} ({reason(exc)})"),
                                        maybe_received=received) from None
         # The URL holds the token: the log handler's redactor masks it (-v shows it as ***).
-        log.debug("POST %s -> %s (%d events)", response.url, response.status_code, len(events))
-        if response.status_code < 300:
+        log.debug("POST %s -> %s (%d events)", self._url, response.status, len(events))
+        if response.status < 300:
             return
-        if response.status_code < 400:
-            # Never followed: requests would resend the POST as a GET and take any 200 for delivery.
-            where = response.headers.get("Location", "").split("?", 1)[0] or "nowhere"
-            raise UsermavenRedirected(self.redact(f"Usermaven answered {response.status_code}, a redirect to "
+        if response.status < 400:
+            # Never followed: a redirect may resend the POST as a GET and take any 200 for delivery.
+            where = (response.headers.get("Location") or "").split("?", 1)[0] or "nowhere"
+            raise UsermavenRedirected(self.redact(f"Usermaven answered {response.status}, a redirect to "
                                                   f"{where}, not 200: check USERMAVEN_EVENTS_URL"))
         message = self.redact(_message(response))
-        text = f"Usermaven answered {response.status_code}: {message}"
-        if response.status_code in (401, 403):
+        text = f"Usermaven answered {response.status}: {message}"
+        if response.status in (401, 403):
             raise UsermavenAuthError(text + " — check USERMAVEN_API_KEY and USERMAVEN_SERVER_TOKEN")
-        if response.status_code in (400, 413, 422):
+        if response.status in (400, 413, 422):
             raise UsermavenRejected(text)
-        raise UsermavenUnavailable(text, maybe_received=response.status_code not in NOT_RECEIVED_STATUSES)
+        raise UsermavenUnavailable(text, maybe_received=response.status not in NOT_RECEIVED_STATUSES)
 
 
-def _maybe_received(exc: requests.RequestException) -> bool:
+def _maybe_received(exc: urllib3.exceptions.HTTPError) -> bool:
     """Whether the request may have reached Usermaven: anything but a connection that never opened."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return False
-    reason = exc.args[0] if exc.args else None
-    if isinstance(reason, MaxRetryError):
-        reason = reason.reason
+    cause = (exc.reason or exc) if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
     # NewConnectionError (refused, unknown host) is a ConnectTimeoutError too.
-    return not isinstance(reason, ConnectTimeoutError)
+    return not isinstance(cause, urllib3.exceptions.ConnectTimeoutError)
 
 
-def _message(response: requests.Response) -> str:
+def _message(response: urllib3.BaseHTTPResponse) -> str:
+    text = response.data.decode("utf-8", "replace")
     try:
-        body = response.json()
+        body = json.loads(text)
     except ValueError:
-        return response.text[:200] or response.reason or "no message"
+        return text[:200] or response.reason or "no message"
     if isinstance(body, dict):
         return str(body.get("message") or body.get("error") or body)[:500]
     return str(body)[:200]

@@ -1,23 +1,19 @@
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
-import requests
-import responses
 import yaml
 from openapi_core import Config, OpenAPI
 
 from sync import cli, clock, http
 from sync.config import SETTINGS
 from sync.sandbox import AttioSandbox, UsermavenCollector, Workspace
-from sync.sandbox.server import LoopbackServer, Request
+from tests.inprocess import InProcess
 
 BASE = "https://api.attio.test"
 USERMAVEN_BASE = "https://events.usermaven.test"
@@ -52,9 +48,11 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> dict[str, str]:
 
 
 @pytest.fixture
-def mocked():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
+def mocked(monkeypatch: pytest.MonkeyPatch) -> InProcess:
+    """urllib3 answered in-process by whatever a test serves (see tests/inprocess.py)."""
+    inprocess = InProcess()
+    inprocess.install(monkeypatch)
+    return inprocess
 
 
 def uid(name: str) -> str:
@@ -66,33 +64,12 @@ def days(n: float) -> timedelta:
     return timedelta(days=n)
 
 
-def serve_through_responses(mock: responses.RequestsMock, sandbox: LoopbackServer, base: str = BASE) -> None:
-    """Answer every request to ``base`` with the sandbox server's own dispatch, in-process (no socket)."""
-    name = type(sandbox).__name__
-
-    def answer(request: requests.PreparedRequest) -> tuple[int, dict[str, str], bytes]:
-        parts = urlsplit(request.url or "")
-        body = request.body or b""
-        reply = sandbox.dispatch(Request(
-            request.method or "GET", unquote(parts.path), parse_qs(parts.query), request.headers,
-            body.encode() if isinstance(body, str) else body, "127.0.0.1",
-        ))
-        if reply.drop:
-            raise requests.ConnectionError(f"the sandbox's {name} dropped the connection")
-        if reply.delay:
-            raise requests.ReadTimeout(f"the sandbox's {name} answered too late")
-        return reply.status, {"Content-Type": reply.content_type, **reply.headers}, reply.body
-
-    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
-        mock.add_callback(method, re.compile(re.escape(base) + r"/.*"), answer, content_type=None)
-
-
 @pytest.fixture
 def attio(mocked, monkeypatch: pytest.MonkeyPatch) -> AttioSandbox:
-    """An empty Attio workspace (the sandbox's), Attio's clock at NOW, served at BASE through `responses`.
+    """An empty Attio workspace (the sandbox's), Attio's clock at NOW, served at BASE in-process.
     This machine's clock agrees with Attio's unless a test says otherwise."""
     sandbox = AttioSandbox(Workspace.empty(clock=NOW), token=SECRETS["ATTIO_API_KEY"], rate_limit=None)
-    serve_through_responses(mocked, sandbox)
+    mocked.serve(BASE, sandbox)
     monkeypatch.setattr(clock, "local_now", sandbox.workspace.now)
     return sandbox
 
@@ -127,14 +104,14 @@ def queries(attio: AttioSandbox, identifier: str = "deals") -> list[dict[str, An
 
 @pytest.fixture
 def usermaven(mocked) -> UsermavenCollector:
-    """The sandbox's Usermaven collector for the test secrets, served at EVENTS_URL through `responses`.
+    """The sandbox's Usermaven collector for the test secrets, served at EVENTS_URL in-process.
 
     Tests read ``batches`` (one list per accepted request, as sent) and ``events``, and script answers
     with ``answers``: (status, body) answers the next authenticated request, None lets it through.
     """
     collector = UsermavenCollector(api_key=SECRETS["USERMAVEN_API_KEY"],
                                    server_token=SECRETS["USERMAVEN_SERVER_TOKEN"])
-    serve_through_responses(mocked, collector, USERMAVEN_BASE)
+    mocked.serve(USERMAVEN_BASE, collector)
     return collector
 
 

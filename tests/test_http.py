@@ -9,7 +9,7 @@ from email.utils import format_datetime
 import pytest
 from urllib3.response import HTTPResponse
 
-from sync.http import RateLimiter, RequestStats, make_session
+from sync.http import RateLimiter, RequestStats, make_pool
 from tests.conftest import NOW, ledger_rows, uid
 
 
@@ -29,7 +29,7 @@ def test_attio_429_with_http_date_retry_after_is_retried(attio, workspace, userm
 
 def test_retry_waits_until_the_http_date_in_retry_after(monkeypatch):
     stats = RequestStats()
-    retry = make_session(stats).get_adapter("https://api.attio.com").max_retries
+    retry = make_pool("https://api.attio.com", stats).connection_pool_kw["retries"]
     slept: list[float] = []
     monkeypatch.setattr(time, "sleep", slept.append)
     in_three_seconds = format_datetime_now(3)
@@ -42,7 +42,7 @@ def test_retry_waits_until_the_http_date_in_retry_after(monkeypatch):
 
 def test_retry_after_far_in_the_future_is_capped(monkeypatch):
     """A local clock ten minutes behind Attio's must not turn one 429 into a ten-minute wait."""
-    retry = make_session(RequestStats()).get_adapter("https://api.attio.com").max_retries
+    retry = make_pool("https://api.attio.com", RequestStats()).connection_pool_kw["retries"]
     slept: list[float] = []
     monkeypatch.setattr(time, "sleep", slept.append)
     response = HTTPResponse(body=b"", headers={"Retry-After": format_datetime_now(600)}, status=429)

@@ -7,7 +7,6 @@ import sqlite3
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
-import responses
 from sqlite_utils import Database
 
 from sync.events import EventSettings, build_event, for_sending
@@ -16,6 +15,7 @@ from sync.recording import ledger_row
 from sync.state import State
 from sync.transitions import EVENT_NAMESPACE, transitions_from_history, uuid5_text
 from sync.usermaven import UsermavenClient
+from tests.inprocess import record_bodies
 
 URL = "https://events.usermaven.test/api/v1/s2s/event"
 REF = DealRef("rec-1", "ent-1")
@@ -66,10 +66,8 @@ def test_ledger_stores_the_pinned_payload_bytes():
     assert '"_timestamp": 1735787045678' in first[1] and '"previous_stage": null' in first[1]
 
 
-@responses.activate
-def test_usermaven_receives_the_pinned_bytes():
-    bodies: list[bytes] = []
-    responses.add_callback("POST", URL, lambda request: (bodies.append(request.body), (200, {}, "{}"))[1])
+def test_usermaven_receives_the_pinned_bytes(mocked):
+    bodies = record_bodies(mocked, URL)
     transitions = transitions_from_history(REF, HISTORY)
     state = State(Database(sqlite3.connect(":memory:")))
     state.ledger.add([ledger_row(t, e, "backfill", None) for t, e in zip(transitions, _events(), strict=True)])

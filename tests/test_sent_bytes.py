@@ -8,7 +8,6 @@ import random
 import sqlite3
 
 import requests
-import responses
 from sqlite_utils import Database
 
 from sync.delivery import deliver
@@ -17,13 +16,12 @@ from sync.recording import ledger_row
 from sync.state import State
 from sync.transitions import transitions_from_history
 from sync.usermaven import UsermavenClient
+from tests.inprocess import record_bodies
 from tests.test_payload_bytes import EVENT_IDS, HISTORY, REF, STORED, URL, _events
 
 
-@responses.activate
-def test_delivery_sends_the_pinned_bytes_from_the_stored_text():
-    bodies: list[bytes] = []
-    responses.add_callback("POST", URL, lambda request: (bodies.append(request.body), (200, {}, "{}"))[1])
+def test_delivery_sends_the_pinned_bytes_from_the_stored_text(mocked):
+    bodies = record_bodies(mocked, URL)
     state = State(Database(sqlite3.connect(":memory:")))
     events = _events()
     rows = [ledger_row(t, e, "backfill", None)
@@ -64,10 +62,8 @@ def test_the_spliced_text_is_the_text_of_the_event_encoded_again():
         assert sending_texts([stored], key)[0] == json.dumps(for_sending(json.loads(stored), key), ensure_ascii=False)
 
 
-@responses.activate
-def test_a_batch_of_encoded_events_is_their_json_array():
-    bodies: list[bytes] = []
-    responses.add_callback("POST", URL, lambda request: (bodies.append(request.body), (200, {}, "{}"))[1])
+def test_a_batch_of_encoded_events_is_their_json_array(mocked):
+    bodies = record_bodies(mocked, URL)
     client = UsermavenClient(URL, "key", "token")
     events = [{"a": "é", "b": [1, 2.5, None]}, {}, {"c": {"d": True}}]
     client.send_encoded([json.dumps(e, ensure_ascii=False) for e in events])
@@ -75,12 +71,14 @@ def test_a_batch_of_encoded_events_is_their_json_array():
     assert bodies == [json.dumps(events, ensure_ascii=False).encode()] * 2
 
 
-def test_a_batch_is_prepared_as_session_post_prepares_it():
-    client = UsermavenClient(URL, "key", "token")
+def test_a_batch_goes_on_the_wire_as_requests_would_send_it(mocked):
+    """The client spoke requests before urllib3: method, URL (the token in its query), body and content type
+    are what requests' `Session.post` sent."""
+    bodies = record_bodies(mocked, URL)
+    client = UsermavenClient(URL, "key", "tok/en+1", timeout=5)
     body = '[{"a": "é"}]'.encode()
-    ours = client._template.copy()
-    ours.prepare_body(body, None)
-    theirs = client._session.prepare_request(requests.Request(
-        "POST", URL, params={"token": "key.token"}, data=body, headers={"Content-Type": "application/json"}))
-    assert (ours.method, ours.url, ours.body) == (theirs.method, theirs.url, theirs.body)
-    assert list(ours.headers.items()) == list(theirs.headers.items())
+    client.send_encoded(['{"a": "é"}'])
+    theirs = requests.Session().prepare_request(requests.Request(
+        "POST", URL, params={"token": "key.tok/en+1"}, data=body, headers={"Content-Type": "application/json"}))
+    assert mocked.calls == [("POST", theirs.url)]
+    assert bodies == [theirs.body]

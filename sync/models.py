@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from dateutil.parser import isoparse
 
@@ -29,8 +30,13 @@ def parse_time(text: str) -> datetime:
     return value.astimezone(UTC)
 
 
+@lru_cache(maxsize=4096)
 def format_time(value: datetime) -> str:
-    """Render a datetime as ISO 8601 UTC with microseconds and a `Z`: the one form stored and sent."""
+    """Render a datetime as ISO 8601 UTC with microseconds and a `Z`: the one form stored and sent.
+
+    Cached (bounded): one transition's moment is written four times (its event id, two event fields, its
+    ledger row), a deal's creation once per transition. Equal instants give the same text, whatever their
+    time zone, as the text is UTC."""
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
     if value.year < 1000:  # strftime's %Y does not pad: keep its form for these
@@ -39,19 +45,22 @@ def format_time(value: datetime) -> str:
     return value.isoformat(timespec="microseconds")[:26] + "Z"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def epoch_ms(value: datetime) -> int:
     """Milliseconds since the Unix epoch, as Usermaven's `_timestamp` wants."""
-    delta = value.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    if value.tzinfo is None:
+        value = value.astimezone(UTC)  # naive: local time, as astimezone reads it
+    delta = value - _EPOCH  # aware datetimes subtract as instants, whatever their zones
     return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
 
 
 def utc_time(value: datetime) -> str:
     """The instant `epoch_ms` gives, as RFC 3339 UTC with a `Z`, in the form Usermaven's JavaScript SDK sends
     `utc_time` (six fractional digits; the last three are zero, as the milliseconds are all `_timestamp` has)."""
-    # The instant epoch_ms gives (the microseconds floored to the millisecond), in format_time's form.
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return format_time(value.replace(microsecond=value.microsecond // 1000 * 1000))
+    # format_time's text with the microseconds floored to the millisecond: its last three digits zeroed.
+    return format_time(value)[:-4] + "000Z"
 
 
 @dataclass(frozen=True)

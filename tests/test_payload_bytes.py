@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from sqlite_utils import Database
 
 from sync.events import EventSettings, build_event, for_sending
-from sync.models import Deal, DealRef, Identity, StageValue, format_time
+from sync.models import Deal, DealRef, Identity, StageValue, epoch_ms, format_time, utc_time
 from sync.recording import ledger_row
 from sync.state import State
 from sync.transitions import EVENT_NAMESPACE, transitions_from_history, uuid5_text
@@ -88,3 +88,8 @@ def test_fast_event_id_and_time_forms_match_the_standard_library():
                           rng.randint(0, 59), rng.randint(0, 59), rng.choice([0, rng.randint(0, 999_999)]),
                           tzinfo=timezone(timedelta(minutes=rng.randint(-720, 720))))
         assert format_time(moment) == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        # utc_time and epoch_ms: the instant floored to the millisecond, as the standard library computes it
+        utc = moment.astimezone(UTC)
+        floored = utc.replace(microsecond=utc.microsecond // 1000 * 1000)
+        assert utc_time(moment) == floored.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        assert epoch_ms(moment) == (floored - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)

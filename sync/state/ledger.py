@@ -17,7 +17,12 @@ STATES = (PENDING, HELD, SENT, FAILED)
 def _decoded(row: dict) -> dict:
     """A ledger row with its payload decoded; `payload_bytes` is the stored JSON's size (what batches weigh)."""
     text = row["payload"]
-    return {**row, "payload": json.loads(text), "payload_bytes": len(text.encode("utf-8"))}
+    return {**row, "payload": json.loads(text), "payload_bytes": utf8_size(text)}
+
+
+def utf8_size(text: str) -> int:
+    """The size of `text` in UTF-8, without encoding it when it is ASCII (most events; `isascii` is free)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 PENDING_COLUMNS = ("event_id", "deal_key", "to_stage", "changed_at", "payload")
@@ -26,7 +31,7 @@ PENDING_COLUMNS = ("event_id", "deal_key", "to_stage", "changed_at", "payload")
 def _pending_row(values: Sequence, decode: bool) -> dict:
     row = dict(zip(PENDING_COLUMNS, values, strict=True))
     text = row["payload"]
-    row["payload_bytes"] = len(text.encode("utf-8"))
+    row["payload_bytes"] = utf8_size(text)
     if decode:
         row["payload"] = json.loads(text)
     return row

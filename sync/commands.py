@@ -19,7 +19,7 @@ from sync.attio import AttioClient
 from sync.backfill import backfill, backfill_id
 from sync.check import SetupReport, canary_event, check_setup
 from sync.config import Config
-from sync.delivery import deliver, print_pending, release_held
+from sync.delivery import Sender, deliver, print_pending, release_held
 from sync.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -144,19 +144,33 @@ def run_backfill(config: Config, since: datetime, until: datetime | None, dry_ru
     """`run --backfill`: record every transition in [since, until), sending full batches as it goes."""
 
     def work(s: Services, tally: Tally) -> str | None:
-        delivering = not dry_run
-        for counts in backfill(s.state, s.source, s.resolver, s.settings, since, until, progress):
-            tally.add(counts)
-            if delivering:
-                try:
-                    tally.add(deliver(s.state, s.usermaven, config.usermaven_api_key, min_batch=BATCH_EVENTS))
-                except DeliveryStopped as exc:
-                    if exc.refused:
-                        raise  # a refused token stops the backfill; what was committed stays, it resumes later
-                    tally.stopped(exc)
-                    log.error("%s; the backfill goes on recording, and sends what is pending at its end%s", exc,
-                              "" if tally.sending else " (this batch: on the next run)")
-                    delivering = False
+        # Full batches go out on a thread of their own while the next deals are recorded (see Sender).
+        sender = None if dry_run else Sender(s.state, s.usermaven, config.usermaven_api_key, BATCH_EVENTS)
+
+        def send(counts: Iterator[Counts]) -> None:
+            nonlocal sender
+            try:
+                tally.add(counts)
+            except DeliveryStopped as exc:
+                if exc.refused:
+                    raise  # a refused token stops the backfill; what was committed stays, it resumes later
+                tally.stopped(exc)
+                log.error("%s; the backfill goes on recording, and sends what is pending at its end%s", exc,
+                          "" if tally.sending else " (this batch: on the next run)")
+                if sender:
+                    sender.close()
+                sender = None
+
+        try:
+            for counts in backfill(s.state, s.source, s.resolver, s.settings, since, until, progress):
+                tally.add(counts)
+                if sender:
+                    send(sender.send_full_batches())
+            if sender:
+                send(sender.finish())
+        finally:
+            if sender:
+                sender.close()  # before the run's last delivery: nothing on the wire is also pending then
         if tally.counts.unread:
             resume = resume_command({"since": format_time(since), "until": until and format_time(until)},
                                     config.state_db, config.config_file)

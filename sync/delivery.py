@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TextIO
 
 from sync.errors import (
     DeliveryStopped,
     UsermavenAuthError,
+    UsermavenError,
     UsermavenRedirected,
     UsermavenRejected,
     UsermavenUnavailable,
@@ -21,12 +23,14 @@ from sync.models import Counts, Identity
 from sync.resolve import Resolver
 from sync.source import DealSource
 from sync.state import State
-from sync.usermaven import UsermavenClient, batches
+from sync.usermaven import BATCH_EVENTS, UsermavenClient, batches
 
 log = logging.getLogger(__name__)
 
 # Deals whose held events one run re-checks at most: two chunks, about 6 requests (deals, people, companies).
 HELD_RECHECK_DEALS = 400
+# Batches a backfill sends ahead of marking them sent: what a crash can make the next run send again.
+SEND_AHEAD = 8
 
 
 def release_held(state: State, source: DealSource, resolver: Resolver, detected_before: str,
@@ -106,19 +110,30 @@ def print_pending(state: State, out: TextIO) -> Iterator[Counts]:
 
 
 def _send(state: State, usermaven: UsermavenClient, api_key: str, rows: list[dict]) -> Counts:
-    ids = [row["event_id"] for row in rows]
     # The stored text, api_key spliced in: the bytes `for_sending` and `send` would give, without decoding
     # and encoding every event again.
-    events = sending_texts([row["payload"] for row in rows], api_key)
     try:
-        usermaven.send_encoded(events)
-    except (UsermavenAuthError, UsermavenRedirected) as exc:
+        usermaven.send_encoded(sending_texts([row["payload"] for row in rows], api_key))
+    except UsermavenError as exc:
+        return _not_taken(state, usermaven, api_key, rows, exc)
+    return _taken(state, rows)
+
+
+def _taken(state: State, rows: list[dict]) -> Counts:
+    """Usermaven answered 200 for these rows: marked sent."""
+    with state.atomic():
+        state.ledger.mark_sent([row["event_id"] for row in rows])
+    return Counts(sent=len(rows))
+
+
+def _not_taken(state: State, usermaven: UsermavenClient, api_key: str, rows: list[dict], exc: UsermavenError
+               ) -> Counts:
+    """Usermaven did not take these rows: DeliveryStopped when it cannot take events now, or (a rejected batch)
+    the rows sent again one by one so that only the bad ones are marked failed."""
+    ids = [row["event_id"] for row in rows]
+    if isinstance(exc, UsermavenAuthError | UsermavenRedirected):
         raise DeliveryStopped(str(exc), refused=True) from None
-    except UsermavenUnavailable as exc:
-        with state.atomic():
-            state.ledger.note_attempt(ids, str(exc))
-        raise DeliveryStopped(str(exc), maybe_received=exc.maybe_received) from None
-    except UsermavenRejected as exc:
+    if isinstance(exc, UsermavenRejected):
         if len(rows) > 1:
             counts = Counts()
             for row in rows:
@@ -129,5 +144,105 @@ def _send(state: State, usermaven: UsermavenClient, api_key: str, rows: list[dic
         log.error("event %s (deal %s → %s) failed: %s", ids[0], rows[0]["deal_key"], rows[0]["to_stage"], exc)
         return Counts(failed=1)
     with state.atomic():
-        state.ledger.mark_sent(ids)
-    return Counts(sent=len(ids))
+        state.ledger.note_attempt(ids, str(exc))
+    raise DeliveryStopped(str(exc), maybe_received=isinstance(exc, UsermavenUnavailable) and exc.maybe_received
+                          ) from None
+
+
+class _Skipped(Exception):
+    """A batch not sent, as delivery stopped on an earlier one: it stays pending."""
+
+
+class Sender:
+    """A backfill's delivery: full batches sent on a thread of their own, one at a time and in order, while
+    the caller's thread records the next deals (Usermaven's answer and the caller's work overlap).
+
+    The ledger's order holds: rows are read from the state, so only committed rows are sent, and they are
+    marked sent (on the caller's thread, which owns the state's connection) only after Usermaven answered 200.
+    At most `ahead` batches are sent and not yet marked; `send_full_batches` marks what finished each time it
+    is called (after every committed batch of deals), so a crash makes the next run send again only those,
+    with the same event ids. After a failure that stops delivery the batches queued behind it are not sent.
+    The run's first batch is waited for, so that a refused token stops the backfill at its first batch.
+    `close` (always, in a `finally`) waits for the batch on the wire and settles it."""
+
+    def __init__(self, state: State, usermaven: UsermavenClient, api_key: str, min_batch: int = BATCH_EVENTS,
+                 ahead: int | None = None):
+        self.state, self.usermaven, self.api_key = state, usermaven, api_key
+        self.min_batch, self.ahead = min_batch, ahead or SEND_AHEAD
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="usermaven")
+        self._queued: deque[tuple[list[dict], Future[None]]] = deque()
+        self._ids: set[str] = set()  # event ids queued or on the wire: not read as pending again
+        self._halted = False
+        self._answered = False  # Usermaven answered a batch of this run
+
+    def send_full_batches(self) -> Iterator[Counts]:
+        """Settle the batches that finished, then queue every full batch of pending events not queued yet.
+        Raises DeliveryStopped as `deliver` does, once the batches before the failed one are settled."""
+        yield from self._settle(wait=False)
+        for chunk in self.state.ledger.iter_pending(decode=False):
+            rows = [row for row in chunk if row["event_id"] not in self._ids]
+            for indexes in batches([row["payload"] for row in rows], sizes=[row["payload_bytes"] for row in rows]):
+                if len(indexes) < self.min_batch:
+                    return
+                while len(self._queued) >= self.ahead:
+                    yield from self._settle_first()
+                batch = [rows[i] for i in indexes]
+                self._ids.update(row["event_id"] for row in batch)
+                texts = sending_texts([row["payload"] for row in batch], self.api_key)
+                self._queued.append((batch, self._pool.submit(self._post, texts)))
+                if not self._answered:
+                    # The run's first batch is waited for: a refused token stops the backfill at once.
+                    yield from self._settle(wait=True)
+
+    def finish(self) -> Iterator[Counts]:
+        """Wait for every queued batch and settle it."""
+        yield from self._settle(wait=True)
+
+    def close(self) -> None:
+        """Send nothing more; the batch on the wire is waited for and settled (marked sent if Usermaven took it,
+        left pending otherwise), so that nothing is both sent and pending when the run goes on to its end."""
+        self._halted = True
+        try:
+            for _ in self._settle(wait=True, quiet=True):
+                pass
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def _post(self, texts: list[str]) -> None:
+        if self._halted:
+            raise _Skipped
+        try:
+            self.usermaven.send_encoded(texts)
+        except UsermavenRejected:
+            raise  # only these events: the batches behind it go on
+        except UsermavenError:
+            self._halted = True
+            raise
+
+    def _settle(self, wait: bool, quiet: bool = False) -> Iterator[Counts]:
+        while self._queued and (wait or self._queued[0][1].done()):
+            try:
+                yield from self._settle_first()
+            except DeliveryStopped:
+                if not quiet:
+                    raise
+
+    def _settle_first(self) -> Iterator[Counts]:
+        rows, future = self._queued[0]
+        self._answered = True
+        try:
+            future.result()
+        except _Skipped:
+            counts = Counts()
+        except UsermavenError as exc:
+            self._forget(rows)
+            yield _not_taken(self.state, self.usermaven, self.api_key, rows, exc)
+            return
+        else:
+            counts = _taken(self.state, rows)
+        self._forget(rows)
+        yield counts
+
+    def _forget(self, rows: list[dict]) -> None:
+        self._queued.popleft()
+        self._ids.difference_update(row["event_id"] for row in rows)

@@ -1,0 +1,116 @@
+"""A backfill sends full batches on a thread of their own while it records the next deals (delivery.Sender):
+every event is still sent once, only after it is committed, and marked sent only after Usermaven's 200."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import Counter
+
+import pytest
+
+from sync import backfill as backfill_module
+from sync.sandbox import AttioSandbox, UsermavenCollector
+from sync.sandbox.server import Reply, Request
+from tests.conftest import BASE, USERMAVEN_BASE, add_leads, ledger_rows, uid
+
+
+@pytest.fixture
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of 2 deals and of 2 events, so that a backfill of 40 deals sends 20 batches as it goes."""
+    monkeypatch.setattr(backfill_module, "BATCH", 2)
+    monkeypatch.setattr("sync.commands.BATCH_EVENTS", 2)
+
+
+class Watch:
+    """The collector, and at every request to it the events Usermaven took that the ledger (read through a
+    connection of its own, as another process would) does not have as sent, and whether each was committed."""
+
+    def __init__(self, collector: UsermavenCollector, state_path: str, delay: float = 0.02):
+        self.collector, self.state_path, self.delay = collector, state_path, delay
+        self.unmarked: list[int] = []
+        self.uncommitted: list[str] = []
+
+    def dispatch(self, request: Request) -> Reply:
+        with sqlite3.connect(self.state_path) as db:
+            rows = dict(db.execute("select event_id, state from ledger").fetchall())
+        taken = [e["event_id"] for e in self.collector.events]
+        self.unmarked.append(sum(rows.get(event_id) != "sent" for event_id in taken))
+        self.uncommitted += [event_id for event_id in _ids(request) if event_id not in rows]
+        time.sleep(self.delay)  # Usermaven far away: the backfill records on meanwhile
+        return self.collector.dispatch(request)
+
+
+class SlowHistory:
+    """The Attio sandbox, with one deal's history read taking `delay` seconds: the backfill waits for it."""
+
+    def __init__(self, attio: AttioSandbox, record_id: str, delay: float):
+        self.attio, self.record_id, self.delay = attio, record_id, delay
+
+    def dispatch(self, request: Request) -> Reply:
+        if f"/records/{self.record_id}/attributes/" in request.path:
+            time.sleep(self.delay)
+        return self.attio.dispatch(request)
+
+
+def _ids(request: Request) -> list[str]:
+    body = request.json()
+    return [e["event_id"] for e in (body if isinstance(body, list) else [body])]
+
+
+def _deliveries(collector: UsermavenCollector) -> Counter[str]:
+    """Every event Usermaven took, counted per delivery (a duplicate counts twice)."""
+    return Counter(event["event_id"] for batch in collector.batches for event in batch)
+
+
+def test_a_backfill_sends_each_event_once_after_it_is_committed(attio, usermaven, mocked, run, env, small_batches,
+                                                               monkeypatch):
+    monkeypatch.setattr("sync.delivery.SEND_AHEAD", 3)
+    add_leads(attio.workspace, "s", 40, days_back=100)
+    watch = Watch(usermaven, env["SYNC_STATE_DB"], delay=0.1)  # slower than recording: batches queue up
+    mocked.serve(USERMAVEN_BASE, watch)
+    # The backfill waits a second for one deal: the batches queued before it go out meanwhile, unmarked.
+    mocked.serve(BASE, SlowHistory(attio, uid("s30"), 1.0))
+    code, out, err = run("run", "--backfill", "--since", "2020-01-01")
+    assert code == 0, err
+    deliveries = _deliveries(usermaven)
+    assert sum(deliveries.values()) == 40 and set(deliveries.values()) == {1}
+    assert {r["state"] for r in ledger_rows(env)} == {"sent"}
+    assert len(usermaven.batches) >= 20 - 1  # sent as it went, in batches of 2 (the last may be one)
+    assert watch.uncommitted == []
+    # Batches taken and not yet marked sent when the next one goes out: at most SEND_AHEAD of 2 events
+    assert max(watch.unmarked) <= 3 * 2
+
+
+def test_batches_queued_behind_a_failure_are_not_sent(attio, usermaven, run, env, small_batches):
+    add_leads(attio.workspace, "q", 40, days_back=100)
+    # the first batch is taken; the second may have been stored (500): this run sends nothing more
+    usermaven.answers = [None, (500, {"message": "oops", "error": ""})]
+    code, out, err = run("run", "--backfill", "--since", "2020-01-01")
+    assert code == 1 and "stay pending" in err
+    assert usermaven.requests == 2
+    rows = ledger_rows(env)
+    assert len(rows) == 40 and Counter(r["state"] for r in rows) == {"sent": 2, "pending": 38}
+    assert run("run")[0] == 0
+    deliveries = _deliveries(usermaven)
+    assert sum(deliveries.values()) == 40 and set(deliveries.values()) == {1}
+
+
+def test_an_attio_failure_mid_backfill_leaves_nothing_both_sent_and_pending(attio, usermaven, mocked, run, env,
+                                                                           small_batches):
+    ids = add_leads(attio.workspace, "f", 40, days_back=100)
+    mocked.serve(USERMAVEN_BASE, Watch(usermaven, env["SYNC_STATE_DB"], delay=0.2))  # batches on the wire
+    for record_id in ids[20:25]:  # five in a row: Attio is down
+        attio.fail_history(record_id, n=1, status=501)  # Attio down from the 21st deal on (501: not retried)
+    code, out, err = run("run", "--backfill", "--since", "2020-01-01")
+    assert code == 1
+    rows = ledger_rows(env)
+    sent = {r["event_id"] for r in rows if r["state"] == "sent"}
+    deliveries = _deliveries(usermaven)
+    assert set(deliveries) == sent and set(deliveries.values()) == {1}
+    assert {r["state"] for r in rows} == {"sent"}  # what was recorded is all sent, by the run's last delivery
+    code, out, err = run("run", "--backfill", "--since", "2020-01-01")
+    assert code == 0, err
+    deliveries = _deliveries(usermaven)
+    assert sum(deliveries.values()) == 40 and set(deliveries.values()) == {1}
+    assert uid("f39") in {r["record_id"] for r in ledger_rows(env)}

@@ -6,7 +6,9 @@ import threading
 import time
 from email.utils import format_datetime
 
+import certifi
 import pytest
+import urllib3
 from urllib3.response import HTTPResponse
 
 from sync.http import RateLimiter, RequestStats, make_pool
@@ -111,3 +113,20 @@ def test_truncated_json_from_attio_is_retried(attio, workspace, usermaven, run, 
     workspace.clock = NOW.replace(minute=7)
     code, out, err = run("run")
     assert code == 1 and "not JSON" in err and "3 times" in err
+
+
+def test_the_environment_names_the_proxy_and_the_ca_bundle(monkeypatch):
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "SSL_CERT_FILE",
+                 "REQUESTS_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    plain = make_pool("https://api.attio.com", RequestStats())
+    assert not isinstance(plain, urllib3.ProxyManager) and plain.connection_pool_kw["ca_certs"] == certifi.where()
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("SSL_CERT_FILE", "/etc/ssl/private-ca.pem")
+    proxied = make_pool("https://api.attio.com", RequestStats())
+    assert isinstance(proxied, urllib3.ProxyManager) and proxied.proxy is not None
+    assert proxied.proxy.host == "proxy.internal"
+    assert proxied.connection_pool_kw["ca_certs"] == "/etc/ssl/private-ca.pem"
+    monkeypatch.setenv("NO_PROXY", ".attio.com")
+    assert not isinstance(make_pool("https://api.attio.com", RequestStats()), urllib3.ProxyManager)
+    assert isinstance(make_pool("https://events.usermaven.com", RequestStats()), urllib3.ProxyManager)

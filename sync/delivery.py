@@ -8,6 +8,7 @@ import logging
 from collections import defaultdict, deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
 from typing import TextIO
 
 from sync.errors import (
@@ -220,6 +221,7 @@ class Sender:
             raise
 
     def _settle(self, wait: bool, quiet: bool = False) -> Iterator[Counts]:
+        """Settle the finished batches at the front of the queue (all of them, waiting, with `wait`)."""
         while self._queued and (wait or self._queued[0][1].done()):
             try:
                 yield from self._settle_first()
@@ -228,20 +230,29 @@ class Sender:
                     raise
 
     def _settle_first(self) -> Iterator[Counts]:
+        """Settle the first batch, waiting for it, and with it every batch behind it that Usermaven took
+        already: marked sent together, in one commit."""
         rows, future = self._queued[0]
         self._answered = True
         try:
             future.result()
         except _Skipped:
-            counts = Counts()
+            self._forget(rows)
+            yield Counts()
+            return
         except UsermavenError as exc:
             self._forget(rows)
             yield _not_taken(self.state, self.usermaven, self.api_key, rows, exc)
             return
-        else:
-            counts = _taken(self.state, rows)
-        self._forget(rows)
-        yield counts
+        taken = [rows]
+        for more, done in islice(self._queued, 1, None):
+            if not done.done() or done.exception() is not None:
+                break
+            taken.append(more)
+        marked = _taken(self.state, [row for each in taken for row in each])
+        for each in taken:
+            self._forget(each)
+        yield marked
 
     def _forget(self, rows: list[dict]) -> None:
         self._queued.popleft()

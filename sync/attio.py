@@ -31,8 +31,9 @@ PAGE_OVERLAP = 10
 IN_CHUNK = 200
 BAD_BODY_ATTEMPTS = 3
 LATENCY_WEIGHT = 0.1
-# Connections kept open to Attio: the most requests ever in flight (ATTIO_CONCURRENCY's ceiling).
-MAX_CONNECTIONS = 64
+# Connections kept open to Attio: the most requests ever in flight (ATTIO_CONCURRENCY's ceiling of 64, plus
+# the lookups and the scan beside them). More at once would be opened and closed after use.
+MAX_CONNECTIONS = 80
 
 
 @dataclass

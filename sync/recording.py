@@ -13,17 +13,19 @@ from sync.events import EventSettings, build_event
 from sync.models import Counts, Current, Deal, DealRef, StageValue, Transition, format_time
 from sync.resolve import Resolver
 from sync.source import DealSource, History, Unread
-from sync.state.ledger import HELD, PENDING, Ledger
+from sync.state.ledger import HELD, PENDING, Ledger, encoded
 from sync.transitions import latest, transitions_from_history
 
 Selector = Callable[[Current, list[Transition]], list[Transition]]
-Found = tuple[Transition, dict, str | None]  # a transition, its event, and why it is held (None: it is not)
+# A transition, its event as the ledger stores it (JSON text), and why it is held (None: it is not).
+Found = tuple[Transition, str, str | None]
 B = TypeVar("B")
 R = TypeVar("R")
 
 
-def ledger_row(transition: Transition, event: dict, origin: str, held_reason: str | None) -> dict:
-    """A ledger row for a transition: pending, or held with the reason when its user is unknown."""
+def ledger_row(transition: Transition, event: dict | str, origin: str, held_reason: str | None) -> dict:
+    """A ledger row for a transition: pending, or held with the reason when its user is unknown. The event goes
+    in as a dict or as its stored JSON text (`state.ledger.encoded`)."""
     return {
         "event_id": transition.event_id,
         "deal_key": transition.deal.key,
@@ -90,7 +92,8 @@ def events_for(batch: Sequence[tuple[Current, list[StageValue]]], select: Select
         attributes = render_all(source.event_attributes, values[current.ref.key], names)
         for transition in transitions:
             event = build_event(transition, deal, settings, identity, company, owner, attributes)
-            result.append((transition, event, reason if identity is None else None))
+            # Encoded here, on the helper thread, while the caller's thread commits the batch before.
+            result.append((transition, encoded(event), reason if identity is None else None))
     return result
 
 

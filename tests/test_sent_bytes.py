@@ -14,7 +14,7 @@ from sync.delivery import deliver
 from sync.events import for_sending, sending_texts
 from sync.recording import ledger_row
 from sync.state import State
-from sync.state.ledger import _encoded
+from sync.state.ledger import encoded
 from sync.transitions import transitions_from_history
 from sync.usermaven import UsermavenClient
 from tests.inprocess import record_bodies
@@ -57,7 +57,7 @@ def test_the_stored_text_is_json_dumps_of_the_event():
     rng = random.Random(5)
     for _ in range(3000):
         event = {str(_value(rng, 3)): _value(rng) for _ in range(rng.randint(0, 6))}
-        assert _encoded(event) == json.dumps(event, ensure_ascii=False)
+        assert encoded(event) == json.dumps(event, ensure_ascii=False)
 
 
 def test_the_spliced_text_is_the_text_of_the_event_encoded_again():

@@ -44,7 +44,12 @@ _C_ENCODER = _MAKE_ENCODER and _MAKE_ENCODER(
     None, json.JSONEncoder().default, json.encoder.encode_basestring, None, ": ", ", ", False, False, True)
 
 
-def _encoded(payload: dict) -> str:
+def _text(payload: dict | str) -> str:
+    """A row's payload as stored: JSON text, encoded here unless it already is."""
+    return payload if isinstance(payload, str) else encoded(payload)
+
+
+def encoded(payload: dict) -> str:
     """The stored text of an event: `json.dumps(payload, ensure_ascii=False)`."""
     if _C_ENCODER is None:
         return json.dumps(payload, ensure_ascii=False)
@@ -82,14 +87,14 @@ class Ledger:
         columns = [*keys, "payload", "detected_at"]
         detected = now_text()
         insert_many(self.db, f"insert or ignore into {self.write_table} ({', '.join(columns)}) values ",
-                    [(*map(row.__getitem__, keys), _encoded(row["payload"]), detected) for row in rows])
+                    [(*map(row.__getitem__, keys), _text(row["payload"]), detected) for row in rows])
 
-    def requeue_for_replay(self, event_id: str, payload: dict, state: str, reason: str | None) -> None:
+    def requeue_for_replay(self, event_id: str, payload: dict | str, state: str, reason: str | None) -> None:
         """A transition replayed: queued again with a fresh payload, same id; the replay is counted."""
         self._write(
             f"update {self.write_table} set state = ?, payload = ?, reason = ?, replay_count = replay_count + 1, "
             "replayed_at = ?, last_error = null where event_id = ?",
-            [state, _encoded(payload), reason, now_text(), event_id], [event_id])
+            [state, _text(payload), reason, now_text(), event_id], [event_id])
 
     # -- held events --
 
@@ -119,7 +124,7 @@ class Ledger:
     def release(self, event_id: str, payload: dict) -> None:
         """A held row whose identity is now known becomes pending."""
         self._write(f"update {self.write_table} set state = ?, reason = null, payload = ? where event_id = ?",
-                    [PENDING, _encoded(payload), event_id], [event_id])
+                    [PENDING, encoded(payload), event_id], [event_id])
 
     def hold(self, event_id: str, reason: str) -> None:
         self._write(f"update {self.write_table} set reason = ? where event_id = ?", [reason, event_id], [event_id])

@@ -203,6 +203,34 @@ def active_from_filter(attribute: str, since: datetime) -> dict:
 # ---- the client -----------------------------------------------------------------------------
 
 
+def _json(body: bytes) -> object:
+    """An answer's JSON (None if it is not JSON): orjson, several times faster on pages of 500 records; Python's
+    reader for what orjson refuses and JSON allows, such as a lone surrogate (`\\ud83d`, a string cut in the
+    middle of an emoji) in any field of any record of the page. A lone surrogate cannot be stored or sent as
+    UTF-8: it becomes U+FFFD, as a browser shows it."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:
+            return _replace_lone_surrogates(json.loads(body))
+        except ValueError:
+            return None
+
+
+def _replace_lone_surrogates(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    if isinstance(value, dict):
+        return {_replace_lone_surrogates(k): _replace_lone_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_lone_surrogates(v) for v in value]
+    return value
+
+
 class AttioClient:
     """Attio over HTTP: one connection pool, one rate limiter and one set of counts for all threads."""
 
@@ -245,10 +273,7 @@ class AttioClient:
                 raise AttioError(self.redact(f"Attio could not be reached ({_reason(exc)})")) from None
             self.latency = LATENCY_WEIGHT * (time.monotonic() - began) + (1 - LATENCY_WEIGHT) * self.latency
             log.debug("%s %s -> %s", method, url, response.status)
-            try:
-                payload = orjson.loads(response.data)
-            except orjson.JSONDecodeError:
-                payload = None
+            payload = _json(response.data)
             if response.status >= 400:
                 self._raise(response.status, payload, path)
             if isinstance(payload, dict):

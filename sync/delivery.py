@@ -204,10 +204,16 @@ class Sender:
         left pending otherwise), so that nothing is both sent and pending when the run goes on to its end."""
         self._halted = True
         try:
-            for _ in self._settle(wait=True, quiet=True):
-                pass
+            self._drain()
         finally:
             self._pool.shutdown(wait=True)
+            # Interrupted above (a second Ctrl-C): the worker has finished now; what Usermaven took is marked,
+            # or the run's last delivery would send it again.
+            self._drain()
+
+    def _drain(self) -> None:
+        for _ in self._settle(wait=True, quiet=True):
+            pass
 
     def _post(self, texts: list[str]) -> None:
         if self._halted:

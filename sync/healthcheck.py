@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlencode, urlsplit
 
+import urllib3
+
 from sync.http import RequestStats, make_pool, reason
 from sync.redact import Redactor
 
@@ -19,6 +21,8 @@ log = logging.getLogger(__name__)
 
 TIMEOUT = 5.0  # seconds per ping: a monitor that is down must not hold up the run
 MAX_MESSAGE = 2000  # characters of the summary sent with the last ping (Cronitor's limit)
+# No retry: a ping that fails is reported and the run goes on, the next run pings again. Redirects are followed.
+NO_RETRY = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=5, raise_on_status=False)
 
 
 def is_cronitor(url: str) -> bool:
@@ -37,8 +41,7 @@ class Healthcheck:
         own = Redactor([url, self.url, *(part for part in (parts.path.strip("/"), parts.query) if len(part) > 1)])
         self.redact = (lambda text: own(redactor(text))) if redactor else own
         self.timeout = timeout
-        # No retry: a ping that fails is reported and the run goes on; the next run pings again.
-        self.pool = make_pool(url, RequestStats(), retries=0, pool_size=1, statuses=())
+        self.pool = make_pool(url, RequestStats(), pool_size=1)
         port = f":{parts.port}" if parts.port else ""
         self.shown = f"{parts.scheme}://{parts.hostname or ''}{port}"
 
@@ -66,9 +69,9 @@ class Healthcheck:
         try:
             if body:
                 response = self.pool.request("POST", url, body=body.encode(), timeout=self.timeout,
-                                             headers={"Content-Type": "text/plain; charset=utf-8"})
+                                             headers={"Content-Type": "text/plain; charset=utf-8"}, retries=NO_RETRY)
             else:
-                response = self.pool.request("GET", url, timeout=self.timeout)
+                response = self.pool.request("GET", url, timeout=self.timeout, retries=NO_RETRY)
         except Exception as exc:  # any failure: DNS, refused, timeout, a malformed URL
             log.warning("healthcheck ping to %s failed (%s); the run goes on", self.shown,
                         self.redact(reason(exc)))

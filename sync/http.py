@@ -12,13 +12,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import certifi
 import urllib3
 from urllib3.connectionpool import ConnectionPool
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
+
+from sync.errors import ConfigError
 
 CONNECT_TIMEOUT = 10  # seconds; the read timeout is the SYNC_HTTP_TIMEOUT setting
 RETRY_STATUSES = (429, 500, 502, 503, 504)
@@ -132,12 +134,25 @@ def make_pool(
     )
     settings: dict[str, Any] = {"num_pools": 2, "maxsize": pool_size, "retries": retry}
     if url.startswith("https:"):
-        settings["ca_certs"] = (os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
-                                or certifi.where())
+        bundle = ca_bundle()
+        settings["ca_cert_dir" if os.path.isdir(bundle) else "ca_certs"] = bundle
     proxy = environment_proxy(url)
-    if proxy:
-        return urllib3.ProxyManager(proxy, **settings)
-    return urllib3.PoolManager(**settings)
+    if proxy is None:
+        return urllib3.PoolManager(**settings)
+    auth = urlsplit(proxy)
+    if auth.username is not None:  # user:password@ in the proxy URL: urllib3 sends it only if told
+        credentials = f"{unquote(auth.username)}:{unquote(auth.password or '')}"
+        settings["proxy_headers"] = urllib3.make_headers(proxy_basic_auth=credentials)
+    return urllib3.ProxyManager(proxy, **settings)
+
+
+def ca_bundle() -> str:
+    """The CA bundle (a file or a directory) to check servers' certificates with: REQUESTS_CA_BUNDLE or
+    CURL_CA_BUNDLE as requests reads them, then SSL_CERT_FILE, else certifi's."""
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
+        if os.environ.get(name):
+            return os.environ[name]
+    return certifi.where()
 
 
 def reason(exc: Exception) -> str:
@@ -147,12 +162,21 @@ def reason(exc: Exception) -> str:
 
 
 def environment_proxy(url: str) -> str | None:
-    """The proxy the environment names for `url` (HTTPS_PROXY or HTTP_PROXY, unless NO_PROXY covers its
-    host), as curl and requests read it."""
+    """The proxy the environment names for `url` (HTTPS_PROXY or HTTP_PROXY, else ALL_PROXY, unless NO_PROXY
+    covers its host), as requests reads it; `host:port` is taken as an http proxy. ConfigError for a proxy
+    this client cannot speak to (SOCKS)."""
     parts = urlsplit(url)
-    proxy = urllib.request.getproxies().get(parts.scheme)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
     if not proxy or urllib.request.proxy_bypass(parts.netloc):
         return None
+    if "://" not in proxy:
+        proxy = "http://" + proxy
+    scheme = proxy.split("://", 1)[0].lower()
+    if scheme not in ("http", "https"):
+        raise ConfigError([f"the proxy set for {parts.scheme} in the environment is a {scheme} proxy, which this "
+                          "program cannot use: set HTTPS_PROXY to an http(s) proxy, or NO_PROXY to the hosts to "
+                          "reach directly"])
     return proxy
 
 

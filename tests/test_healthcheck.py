@@ -31,6 +31,12 @@ class Monitor:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode() if length else ""
                 parts = urlsplit(self.path)
+                if parts.path.startswith("/moved/"):  # an old address of the monitor: redirected to the new
+                    self.send_response(308)
+                    self.send_header("Location", self.path.removeprefix("/moved"))
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 monitor.pings.append((self.command, parts.path, parse_qs(parts.query), body))
                 time.sleep(monitor.delay)
                 self.send_response(monitor.status)
@@ -185,3 +191,11 @@ def test_the_ping_urls_password_is_one_of_the_secrets(monkeypatch):
            "USERMAVEN_SERVER_TOKEN": "um-token-123456", "USERMAVEN_SITE_URL": "https://acme.example",
            "SYNC_HEALTHCHECK_URL": "https://monitor:hcpass123@hc-ping.example/abc-def"}
     assert "hcpass123" in load_config(env).secrets
+
+
+def test_a_ping_follows_a_redirect(monitor):
+    """Found by a review: with urllib3 and no retries, one redirect counted as too many."""
+    check = Healthcheck(f"{monitor.url}/moved/{CHECK}", run_id="r9")
+    assert check.start() is True and check.finish(0, "all good") is True
+    assert [(m, p) for m, p, _, _ in monitor.pings] == [("GET", f"/{CHECK}/start"), ("POST", f"/{CHECK}/0")]
+    assert monitor.pings[1][3] == "all good"

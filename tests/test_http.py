@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from email.utils import format_datetime
@@ -115,18 +116,51 @@ def test_truncated_json_from_attio_is_retried(attio, workspace, usermaven, run, 
     assert code == 1 and "not JSON" in err and "3 times" in err
 
 
-def test_the_environment_names_the_proxy_and_the_ca_bundle(monkeypatch):
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "SSL_CERT_FILE",
-                 "REQUESTS_CA_BUNDLE"):
+PROXY_SETTINGS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY",
+                  "no_proxy", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+@pytest.fixture
+def no_proxy_settings(monkeypatch):
+    for name in PROXY_SETTINGS:
         monkeypatch.delenv(name, raising=False)
+
+
+def test_the_environment_names_the_proxy_and_the_ca_bundle(monkeypatch, no_proxy_settings, tmp_path):
     plain = make_pool("https://api.attio.com", RequestStats())
     assert not isinstance(plain, urllib3.ProxyManager) and plain.connection_pool_kw["ca_certs"] == certifi.where()
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
-    monkeypatch.setenv("SSL_CERT_FILE", "/etc/ssl/private-ca.pem")
+    monkeypatch.setenv("SSL_CERT_FILE", "/etc/ssl/system.pem")
     proxied = make_pool("https://api.attio.com", RequestStats())
     assert isinstance(proxied, urllib3.ProxyManager) and proxied.proxy is not None
-    assert proxied.proxy.host == "proxy.internal"
-    assert proxied.connection_pool_kw["ca_certs"] == "/etc/ssl/private-ca.pem"
+    assert proxied.proxy.host == "proxy.internal" and not proxied.proxy_headers
+    assert proxied.connection_pool_kw["ca_certs"] == "/etc/ssl/system.pem"
+    # requests' own settings first (a corporate CA given to requests keeps working), a directory as such
+    monkeypatch.setenv("CURL_CA_BUNDLE", "/etc/ssl/corporate.pem")
+    assert make_pool("https://api.attio.com", RequestStats()).connection_pool_kw["ca_certs"] == "/etc/ssl/corporate.pem"
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path))
+    assert make_pool("https://api.attio.com", RequestStats()).connection_pool_kw["ca_cert_dir"] == str(tmp_path)
     monkeypatch.setenv("NO_PROXY", ".attio.com")
     assert not isinstance(make_pool("https://api.attio.com", RequestStats()), urllib3.ProxyManager)
     assert isinstance(make_pool("https://events.usermaven.com", RequestStats()), urllib3.ProxyManager)
+
+
+def test_a_proxy_with_credentials_a_bare_host_or_all_proxy(monkeypatch, no_proxy_settings):
+    """Found by a review: urllib3 does not send the credentials of a proxy URL by itself, and takes no
+    `host:port`; requests did both."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://alice:p%40ss@proxy.internal:3128")
+    headers = make_pool("https://api.attio.com", RequestStats()).proxy_headers  # type: ignore[attr-defined]
+    assert headers == {"proxy-authorization": "Basic " + base64.b64encode(b"alice:p@ss").decode()}
+    monkeypatch.setenv("HTTPS_PROXY", "proxy.internal:3128")
+    bare = make_pool("https://api.attio.com", RequestStats())
+    assert isinstance(bare, urllib3.ProxyManager) and bare.proxy is not None and bare.proxy.scheme == "http"
+    monkeypatch.delenv("HTTPS_PROXY")
+    monkeypatch.setenv("ALL_PROXY", "http://proxy.internal:3128")
+    assert isinstance(make_pool("https://api.attio.com", RequestStats()), urllib3.ProxyManager)
+
+
+def test_a_socks_proxy_is_a_configuration_error(run, env, monkeypatch, no_proxy_settings, attio, mocked):
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://proxy.internal:1080")
+    code, out, err = run("run")
+    assert code == 2 and "socks5 proxy, which this program cannot use" in err and "Traceback" not in err
+    assert mocked.calls == []

@@ -3,13 +3,17 @@ every event is still sent once, only after it is committed, and marked sent only
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import threading
 import time
 from collections import Counter
 
 import pytest
 
 from sync import backfill as backfill_module
+from sync import delivery
 from sync.sandbox import AttioSandbox, UsermavenCollector
 from sync.sandbox.server import Reply, Request
 from tests.conftest import BASE, USERMAVEN_BASE, add_leads, ledger_rows, uid
@@ -114,3 +118,33 @@ def test_an_attio_failure_mid_backfill_leaves_nothing_both_sent_and_pending(atti
     deliveries = _deliveries(usermaven)
     assert sum(deliveries.values()) == 40 and set(deliveries.values()) == {1}
     assert uid("f39") in {r["record_id"] for r in ledger_rows(env)}
+
+
+class InterruptAt(SlowHistory):
+    """Ctrl-C (SIGINT) while the backfill waits for one deal's history."""
+
+    def dispatch(self, request: Request) -> Reply:
+        if f"/records/{self.record_id}/attributes/" in request.path:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(self.delay)
+        return self.attio.dispatch(request)
+
+
+def test_ctrl_c_twice_sends_no_batch_twice_in_the_run(attio, usermaven, mocked, run, env, small_batches, monkeypatch):
+    """Found by a review: a second Ctrl-C while the run waited for the batches on the wire left them unmarked,
+    and the run's last delivery sent them again."""
+    add_leads(attio.workspace, "k", 40, days_back=100)
+    mocked.serve(USERMAVEN_BASE, Watch(usermaven, env["SYNC_STATE_DB"], delay=0.3))
+    mocked.serve(BASE, InterruptAt(attio, uid("k30"), 1.0))
+    close = delivery.Sender.close
+
+    def impatient(self: delivery.Sender) -> None:
+        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()  # the second Ctrl-C, while it waits
+        close(self)
+
+    monkeypatch.setattr(delivery.Sender, "close", impatient)
+    assert run("run", "--backfill", "--since", "2020-01-01")[0] == 130
+    deliveries = _deliveries(usermaven)
+    assert set(deliveries.values()) == {1}
+    sent = {r["event_id"] for r in ledger_rows(env) if r["state"] == "sent"}
+    assert set(deliveries) == sent

@@ -121,29 +121,50 @@ def test_an_attio_failure_mid_backfill_leaves_nothing_both_sent_and_pending(atti
 
 
 class InterruptAt(SlowHistory):
-    """Ctrl-C (SIGINT) while the backfill waits for one deal's history."""
+    """Ctrl-C (SIGINT), once, while the backfill waits for one deal's history."""
+
+    fired = False
 
     def dispatch(self, request: Request) -> Reply:
-        if f"/records/{self.record_id}/attributes/" in request.path:
+        if f"/records/{self.record_id}/attributes/" in request.path and not self.fired:
+            self.fired = True
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(self.delay)
         return self.attio.dispatch(request)
+
+
+class SecondCtrlC(Watch):
+    """Ctrl-C again, once, as a batch that went out before the run began to stop is answered."""
+
+    def __init__(self, collector: UsermavenCollector, state_path: str, closing: threading.Event):
+        super().__init__(collector, state_path, delay=0.3)
+        self.closing, self.fired = closing, False
+
+    def dispatch(self, request: Request) -> Reply:
+        reply = super().dispatch(request)
+        if self.closing.is_set() and not self.fired:
+            self.fired = True
+            os.kill(os.getpid(), signal.SIGINT)  # the run waits for this answer in Sender.close
+        return reply
 
 
 def test_ctrl_c_twice_sends_no_batch_twice_in_the_run(attio, usermaven, mocked, run, env, small_batches, monkeypatch):
     """Found by a review: a second Ctrl-C while the run waited for the batches on the wire left them unmarked,
     and the run's last delivery sent them again."""
     add_leads(attio.workspace, "k", 40, days_back=100)
-    mocked.serve(USERMAVEN_BASE, Watch(usermaven, env["SYNC_STATE_DB"], delay=0.3))
+    closing = threading.Event()
+    second = SecondCtrlC(usermaven, env["SYNC_STATE_DB"], closing)
+    mocked.serve(USERMAVEN_BASE, second)
     mocked.serve(BASE, InterruptAt(attio, uid("k30"), 1.0))
     close = delivery.Sender.close
 
-    def impatient(self: delivery.Sender) -> None:
-        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()  # the second Ctrl-C, while it waits
+    def closing_close(self: delivery.Sender) -> None:
+        closing.set()
         close(self)
 
-    monkeypatch.setattr(delivery.Sender, "close", impatient)
+    monkeypatch.setattr(delivery.Sender, "close", closing_close)
     assert run("run", "--backfill", "--since", "2020-01-01")[0] == 130
+    assert second.fired
     deliveries = _deliveries(usermaven)
     assert set(deliveries.values()) == {1}
     sent = {r["event_id"] for r in ledger_rows(env) if r["state"] == "sent"}

@@ -104,6 +104,8 @@ def poll(state: State, source: DealSource, resolver: Resolver, settings: EventSe
             latest = _latest(latest, max((c.stage.active_from for c in fresh if c.stage), default=None))
             known = state.snapshot.rows([c.ref.key for c in fresh])
             for current in fresh:
+                if current.ref.key in snapshots:
+                    continue  # a repeat the scan no longer remembered, of a deal this poll is reading
                 if retry.pop(current.ref.key, None) or _changed(current, known.get(current.ref.key)):
                     snapshots[current.ref.key] = known.get(current.ref.key) or {}
                     yield current

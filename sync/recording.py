@@ -150,6 +150,8 @@ def one_ahead(batches: Iterator[B], work: Callable[[B], R]) -> Iterator[tuple[B,
 def record_new(ledger: Ledger, found: Sequence[Found], origin: str) -> Counts:
     """Add the transitions the ledger does not have yet (call inside the batch's transaction)."""
     known = ledger.known_ids([t.event_id for t, _, _ in found])
-    rows = [ledger_row(t, event, origin, reason) for t, event, reason in found if t.event_id not in known]
+    # By event id: a deal read twice in one batch (a repeat the scan forgot) gives its transitions twice.
+    rows = list({t.event_id: ledger_row(t, event, origin, reason)
+                 for t, event, reason in found if t.event_id not in known}.values())
     ledger.add(rows)
     return Counts(transitions=len(rows), held=sum(1 for row in rows if row["state"] == HELD))

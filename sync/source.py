@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 # retry) before the run stops: Attio is down, and putting every deal aside would only make the next run slower.
 UNAVAILABLE_AFTER = 5
 READ_AHEAD_SECONDS = 3.0
+# Deal keys a scan remembers to drop the repeats of overlapping pages: the last four pages' worth. A repeat comes
+# from the page before (the overlap) or, after deletions, from as far back as the query stepped back; only a step
+# back of more than three pages (that many deals deleted between two page reads) brings one the scan has
+# forgotten, and a deal read twice is recorded once (the ledger keys events on their id).
+SCAN_MEMORY = 2_000
 
 
 @dataclass(frozen=True)
@@ -138,7 +143,8 @@ class DealSource:
     def scan(self, changed_since: datetime | None = None) -> Iterator[ScanPage]:
         """Pages of deals with their current stage: all of them, or those whose stage was written since.
 
-        Each deal comes once, though consecutive query pages overlap (see PAGE_OVERLAP)."""
+        Each deal comes once, though consecutive query pages overlap (see PAGE_OVERLAP), unless deletions made
+        the query step back more than SCAN_MEMORY deals: the scan's memory is bounded, not the workspace's size."""
         target, identifier = self.target
         path = f"/v2/{target}/{quote(identifier)}/{'entries' if self.list else 'records'}/query"
         use_filter = changed_since is not None and not (self.list and self._entries_filter_refused)
@@ -156,13 +162,14 @@ class DealSource:
             self._entries_filter_refused = True
             pages = self.client.query(path, None)
             first = next(pages)
-        seen: set[str] = set()
+        seen = RecentKeys(SCAN_MEMORY)
         chained = _chain(first, pages)
         del first
         for page in chained:
             with reading(f"POST {path}"):
                 currents = [c for c in map(self._current, page.rows) if c.ref.key not in seen]
-            seen.update(c.ref.key for c in currents)
+            for current in currents:
+                seen.add(current.ref.key)
             yield ScanPage(currents, page.date, page.received)
             del page, currents  # one page in memory at a time
 
@@ -358,6 +365,26 @@ class DealSource:
             return {}
         with reading(f"the {self.list} entry {current.ref.entry_id}"):
             return pick_values(current.record.get("entry_values") or {}, self.event_attributes, on_list=True)
+
+
+class RecentKeys:
+    """The last `size` keys added, for `in`: what a scan remembers of the deals it yielded."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._keys: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def add(self, key: str) -> None:
+        self._keys[key] = None
+        self._keys.move_to_end(key)
+        if len(self._keys) > self.size:
+            self._keys.popitem(last=False)
 
 
 def _chain(first: Page, rest: Iterator[Page]) -> Iterator[Page]:

@@ -18,12 +18,10 @@ from dateutil.parser import isoparse
 from sync import __version__, commands
 from sync.check import SetupReport
 from sync.config import Config, load_config
-from sync.demo import demo
 from sync.duration import parse_duration, parse_every
 from sync.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNDELIVERED, EXIT_USAGE, SyncError, UsageError
 from sync.logformat import FORMATS, RunFields, make_handler
 from sync.redact import Redactor
-from sync.scheduler import run_every
 from sync.status import check_health, format_status, read_status
 
 log = logging.getLogger("sync")
@@ -169,7 +167,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def dispatch(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run the command `args` names; return its exit code. Raises SyncError for a user mistake."""
+    # The demo's sandbox and the scheduler's APScheduler are imported by the command that runs them: the others,
+    # what cron runs every few minutes included, would carry 5 MB of modules they never use.
     if args.command == "demo":
+        from sync.demo import demo
+
         return demo(args.deals, keep=args.keep, dry_run=args.dry_run, state=args.state, quiet=args.quiet)
     config = load_config(os.environ, args.config, args.state, need_credentials=args.command != "status")
     setup_logging(args.verbose, args.quiet, Redactor(config.secrets), log_format=args.log_format,
@@ -186,6 +188,8 @@ def dispatch(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if args.command == "check":
         return check_command(args, config, out or sys.stdout)
     if args.command == "schedule":
+        from sync.scheduler import run_every
+
         return run_every(args.every, lambda: commands.run_poll(config, args.dry_run, out).code)
     return run_command(args, config, out)
 

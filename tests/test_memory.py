@@ -1,8 +1,11 @@
 """Memory stays flat in the workspace's size: a scan's memory of the deals it yielded is bounded (a repeat it
-forgot, when the query stepped back further than that after deletions, is read again and recorded once)."""
+forgot, when the query stepped back further than that after deletions, is read again and recorded once), and a
+command loads only the modules it uses."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -94,4 +97,12 @@ def test_a_backfill_records_a_repeat_the_scan_forgot_once(attio, usermaven, run,
     assert sorted(sent) == sorted(ids)
     assert len(ledger_rows(env)) == 30
     assert "30 new transition(s)" in err  # counted once, though read twice
+
+
+def test_run_loads_neither_the_scheduler_nor_the_sandbox():
+    # A fresh interpreter: this one has imported them for other tests.
+    code = ("import sys, sync.cli; "
+            "print(sorted(m for m in sys.modules if m.startswith(('apscheduler', 'sync.sandbox'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
 

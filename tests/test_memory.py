@@ -4,15 +4,20 @@ command loads only the modules it uses."""
 
 from __future__ import annotations
 
+import re
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import timedelta
 
+from sqlite_utils import Database
+
 from sync import attio as attio_module
 from sync import source as source_module
 from sync.attio import AttioClient, Page
 from sync.source import RecentKeys
+from sync.state import State
 from tests.conftest import add_leads, ledger_rows
 
 
@@ -106,3 +111,17 @@ def test_run_loads_neither_the_scheduler_nor_the_sandbox():
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
 
+
+def test_lookups_of_any_length_prepare_a_few_statements():
+    # SQLite's connection keeps the statements it prepared (one per distinct text, about 100 KB at a few hundred
+    # parameters): lookups of every length from 1 to 1,200 ids must come down to a few texts.
+    state = State(Database(sqlite3.connect(":memory:")))
+    executed: list[str] = []
+    state.db.conn.set_trace_callback(executed.append)
+    for n in range(1, 1201):
+        ids = [f"id-{i}" for i in range(n)]
+        state.ledger.known_ids(ids)
+        state.snapshot.rows(ids)
+        state.backfills.done_keys("b", ids)
+    shapes = {re.sub(r"'[^']*'", "?", sql) for sql in executed if " in (" in sql}
+    assert len(shapes) <= 3 * 10  # three lookups, ten lengths each (1, 2, 4 ... 256, 500)

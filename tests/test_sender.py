@@ -120,31 +120,23 @@ def test_an_attio_failure_mid_backfill_leaves_nothing_both_sent_and_pending(atti
     assert uid("f39") in {r["record_id"] for r in ledger_rows(env)}
 
 
-class InterruptAt(SlowHistory):
-    """Ctrl-C (SIGINT), once, while the backfill waits for one deal's history."""
-
-    fired = False
-
-    def dispatch(self, request: Request) -> Reply:
-        if f"/records/{self.record_id}/attributes/" in request.path and not self.fired:
-            self.fired = True
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(self.delay)
-        return self.attio.dispatch(request)
-
-
-class SecondCtrlC(Watch):
-    """Ctrl-C again, once, as a batch that went out before the run began to stop is answered."""
+class CtrlCTwice(Watch):
+    """Ctrl-C (SIGINT) as Usermaven takes the third batch, and again as it answers it: the run is stopping then,
+    and waits for that answer."""
 
     def __init__(self, collector: UsermavenCollector, state_path: str, closing: threading.Event):
         super().__init__(collector, state_path, delay=0.3)
-        self.closing, self.fired = closing, False
+        self.closing, self.requests, self.second = closing, 0, False
 
     def dispatch(self, request: Request) -> Reply:
+        self.requests += 1
+        if self.requests == 3:
+            os.kill(os.getpid(), signal.SIGINT)
         reply = super().dispatch(request)
-        if self.closing.is_set() and not self.fired:
-            self.fired = True
-            os.kill(os.getpid(), signal.SIGINT)  # the run waits for this answer in Sender.close
+        if self.requests == 3:
+            self.second = self.closing.wait(5)
+            if self.second:  # never after the run (it would interrupt pytest)
+                os.kill(os.getpid(), signal.SIGINT)
         return reply
 
 
@@ -153,9 +145,8 @@ def test_ctrl_c_twice_sends_no_batch_twice_in_the_run(attio, usermaven, mocked, 
     and the run's last delivery sent them again."""
     add_leads(attio.workspace, "k", 40, days_back=100)
     closing = threading.Event()
-    second = SecondCtrlC(usermaven, env["SYNC_STATE_DB"], closing)
-    mocked.serve(USERMAVEN_BASE, second)
-    mocked.serve(BASE, InterruptAt(attio, uid("k30"), 1.0))
+    watch = CtrlCTwice(usermaven, env["SYNC_STATE_DB"], closing)
+    mocked.serve(USERMAVEN_BASE, watch)
     close = delivery.Sender.close
 
     def closing_close(self: delivery.Sender) -> None:
@@ -164,7 +155,7 @@ def test_ctrl_c_twice_sends_no_batch_twice_in_the_run(attio, usermaven, mocked, 
 
     monkeypatch.setattr(delivery.Sender, "close", closing_close)
     assert run("run", "--backfill", "--since", "2020-01-01")[0] == 130
-    assert second.fired
+    assert watch.second  # the second Ctrl-C came while the run waited in Sender.close
     deliveries = _deliveries(usermaven)
     assert set(deliveries.values()) == {1}
     sent = {r["event_id"] for r in ledger_rows(env) if r["state"] == "sent"}

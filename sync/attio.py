@@ -254,8 +254,10 @@ class AttioClient:
         query = urlencode([(k, v) for k, v in params.items() if v is not None]) if params else ""
         return self.base_url + path + ("?" + query if query else "")
 
-    def request(self, method: str, path: str, params: dict | None = None, body: dict | None = None) -> Page:
-        """One call; raises AttioError (or a subclass) with Attio's own message on any failure.
+    def request(self, method: str, path: str, params: dict | None = None, body: dict | None = None,
+                urgent: bool = False) -> Page:
+        """One call; raises AttioError (or a subclass) with Attio's own message on any failure. An `urgent` one
+        goes ahead of the history reads waiting for the rate limiter (see RateLimiter).
 
         Status and connection failures are retried by the pool (urllib3's Retry); a success whose body is not
         JSON (cut off on the way) is retried here, as urllib3 cannot see it.
@@ -264,7 +266,7 @@ class AttioClient:
         headers = self._headers if body is None else self._json_headers
         data = None if body is None else json.dumps(body, allow_nan=False).encode()
         for attempt in range(1, BAD_BODY_ATTEMPTS + 1):
-            self.limiter.wait()
+            self.limiter.wait(urgent)
             self.stats.add(requests=1)
             began = time.monotonic()
             try:

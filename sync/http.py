@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -32,26 +33,97 @@ BACKOFF_FACTOR = 0.5  # seconds; doubles each retry (the tests set it to 0)
 MAX_RETRY_AFTER = 60.0
 
 
-# Aim this far under the ceiling: evenly spaced requests at exactly the ceiling fill every second of the
-# server's count, and any network jitter would carry one into the next second and earn a 429.
+# Aim this far under the ceiling: requests that fill a second of the server's count exactly would earn a 429
+# whenever network jitter carried one into the next second. A window of 1/HEADROOM seconds leaves 20 ms of it.
 HEADROOM = 0.98
+# Two requests start at least this fraction of the average interval apart: what a pause left unused in the
+# window is made up at twice the rate at most, not in one burst.
+MIN_SPACING = 0.5
+
+
+class _Promise:
+    """A start time given to a waiting request; an urgent request may take it and leave a later one."""
+
+    def __init__(self, slot: float):
+        self.slot = slot
+        self.moved = threading.Event()
 
 
 class RateLimiter:
-    """Spaces requests evenly so that no more than `per_second` start in any second, across threads."""
+    """No more than `per_second` requests start in any second, across threads: at most `count` requests
+    (`per_second`, rounded down, at least 1) in any window of `window` seconds (`count` at HEADROOM of the
+    rate, and never under 1/HEADROOM).
 
-    def __init__(self, per_second: float):
-        self.interval = 1.0 / (per_second * HEADROOM)
-        self._next = 0.0
+    A request starts as soon as the last window allows it, so time in which no request went out (the
+    setup's round trips before the first page, the main thread committing while the reading threads wait
+    for the GIL) is made up within the window instead of lost, as it would be with fixed even spacing.
+
+    An urgent request (one the run waits for, such as the lookups of the batch about to be committed) takes
+    the earliest start time given to a request still waiting, which gets the next free one instead: it waits
+    for one slot, not behind every history read already queued. The start times given out stay the same.
+    `clock` and `sleep` are for tests (by default a waiting request sleeps on its promise, so that it wakes
+    when an urgent one takes it).
+    """
+
+    def __init__(self, per_second: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] | None = None):
+        self.count = max(1, math.floor(per_second))
+        self.window = max(self.count / (per_second * HEADROOM), 1 / HEADROOM)
+        self.spacing = self.window / self.count * MIN_SPACING
+        self._clock = clock
+        self._sleep = sleep
+        self._slots: deque[float] = deque(maxlen=self.count)  # the last `count` start times given out
+        self._waiting: deque[_Promise] = deque()  # start times given to requests still waiting, earliest first
+        self._started: deque[float] = deque(maxlen=self.count)  # when the last `count` requests really started
         self._lock = threading.Lock()
 
-    def wait(self) -> None:
+    def wait(self, urgent: bool = False) -> None:
         with self._lock:
-            now = time.monotonic()
-            slot = max(now, self._next)
-            self._next = slot + self.interval
-        if slot > now:
-            time.sleep(slot - now)
+            now = self._clock()
+            slot = now
+            if self._slots:
+                slot = max(slot, self._slots[-1] + self.spacing)
+            if len(self._slots) == self.count:
+                slot = max(slot, self._slots[0] + self.window)
+            self._slots.append(slot)
+            promise = _Promise(slot)
+            if urgent and self._waiting and self._waiting[0].slot < slot:
+                earlier = self._waiting.popleft()
+                earlier.slot, promise.slot = slot, earlier.slot
+                self._waiting.append(earlier)
+                earlier.moved.set()
+            elif not urgent and promise.slot > now:
+                self._waiting.append(promise)
+        if promise.slot > now and not urgent:
+            self._sleep_until(promise)
+        elif promise.slot > now:
+            (self._sleep or time.sleep)(promise.slot - now)
+        self._hold_back_if_late()
+
+    def _hold_back_if_late(self) -> None:
+        """Start now, unless requests that woke late (a thread waiting for the GIL while another parses a page)
+        would put more than `count` starts in the last window: then wait until they would not."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                if len(self._started) < self.count or now >= self._started[0] + self.window:
+                    self._started.append(now)
+                    return
+                wait = self._started[0] + self.window - now
+            (self._sleep or time.sleep)(wait)
+
+    def _sleep_until(self, promise: _Promise) -> None:
+        while True:
+            with self._lock:
+                remaining = promise.slot - self._clock()
+                if remaining <= 0:
+                    self._waiting.remove(promise)
+                    return
+                promise.moved.clear()
+            if self._sleep is None:
+                promise.moved.wait(remaining)
+            else:
+                self._sleep(remaining)
 
 
 @dataclass

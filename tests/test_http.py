@@ -81,7 +81,7 @@ def test_rate_limiter_holds_the_ceiling_across_threads(per_second):
     lock = threading.Lock()
 
     def worker() -> None:
-        for _ in range(10):
+        for _ in range(per_second // 4 + 3):
             limiter.wait()
             with lock:
                 stamps.append(time.monotonic())
@@ -92,12 +92,12 @@ def test_rate_limiter_holds_the_ceiling_across_threads(per_second):
     for thread in threads:
         thread.join()
     stamps.sort()
-    # 40 requests, evenly spaced: the last starts no sooner than 39 intervals after the first
-    assert stamps[-1] - stamps[0] >= 39 / per_second * 0.95
-    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
-    assert min(gaps) >= 0  # sorted; and no window of one second holds more than the ceiling
+    # A second's worth and 12 more: the 12 wait for the window that began with the first
+    assert stamps[-1] - stamps[0] >= limiter.window * 0.99
+    # No window of one second holds more than the ceiling (less 50 ms: a thread may wake late on a busy machine;
+    # tests/test_rate_limiter.py checks the exact times on a fake clock).
     for i, start in enumerate(stamps):
-        assert sum(1 for s in stamps[i:] if s - start < 1.0) <= per_second
+        assert sum(1 for s in stamps[i:] if s - start < 0.95) <= per_second
 
 
 def test_truncated_json_from_attio_is_retried(attio, workspace, usermaven, run, env):

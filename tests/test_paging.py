@@ -53,8 +53,11 @@ def test_a_poll_reads_moved_deals_that_deletions_pushed_past_a_page(attio, userm
     assert scans
     moved = {e["event_attributes"]["deal_id"] for e in usermaven.events
              if e["event_attributes"]["deal_stage"] == "Qualified"}
-    assert moved == set(ids[6:])  # every moved deal still there, none lost at the page boundary
-    assert [r for r in ledger_rows(env) if r["to_stage"] == "Qualified" and r["record_id"] in ids[:6]] == []
+    assert set(ids[6:]) <= moved  # every moved deal still there, none lost at the page boundary
+    # (A deleted deal may have been read before it went: its history reads start as soon as its page is handed
+    # over, and the limiter lets them go at once.)
+    assert moved <= set(ids)
+    assert len(moved) == len([r for r in ledger_rows(env) if r["to_stage"] == "Qualified"])
 
 
 def test_a_backfill_reads_every_deal_though_deletions_shift_pages_twice(attio, usermaven, run, env, monkeypatch):

@@ -244,6 +244,7 @@ class AttioClient:
         # Seconds an answer takes, a moving average over recent requests (retries included): what the
         # requests in flight are sized by. Before the first answer, a guess.
         self.latency = 0.1
+        self._latency_measured = False
         self.limiter = RateLimiter(max_rps)
         self.redact = redactor or Redactor([api_key])
         # One pool for every thread (urllib3's pools are thread-safe), as many connections as requests in flight.
@@ -273,7 +274,11 @@ class AttioClient:
                 response = self._pool.request(method, url, body=data, headers=headers, timeout=self.timeout)
             except urllib3.exceptions.HTTPError as exc:
                 raise AttioError(self.redact(f"Attio could not be reached ({_reason(exc)})")) from None
-            self.latency = LATENCY_WEIGHT * (time.monotonic() - began) + (1 - LATENCY_WEIGHT) * self.latency
+            # The first answer replaces the guess: the requests in flight and the pages asked for ahead are sized
+            # by Attio's latency from the start of the run.
+            weight = LATENCY_WEIGHT if self._latency_measured else 1.0
+            self.latency = weight * (time.monotonic() - began) + (1 - weight) * self.latency
+            self._latency_measured = True
             log.debug("%s %s -> %s", method, url, response.status)
             payload = _json(response.data)
             if response.status >= 400:

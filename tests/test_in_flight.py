@@ -7,8 +7,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
+import pytest
+
+from sync import attio as attio_module
+from sync.attio import AttioClient
 from sync.http import InFlight
 from sync.source import DealSource
+from tests.conftest import BASE, SECRETS
 
 
 def test_no_more_than_the_target_run_at_once_and_every_call_finishes():
@@ -52,3 +57,15 @@ def test_threads_stay_at_the_target_over_many_calls():
     gate.close()
     pool.shutdown()
     assert len(pool._threads) <= 3  # the target: a finishing thread takes the next call itself
+
+
+def test_the_first_answer_sets_the_latency_the_requests_in_flight_are_sized_by(attio, workspace, env):
+    """Before its first answer the client guesses; after it, the target is Attio's, not a blend with the guess
+    that would take a dozen answers to fade (a backfill's first reads go out then)."""
+    client = AttioClient(BASE, SECRETS["ATTIO_API_KEY"], 50)
+    slow = 0.8
+    readings = iter([100.0, 100.0 + slow])
+    with pytest.MonkeyPatch.context() as patch:  # the client's clock only: the answer takes `slow` seconds
+        patch.setattr(attio_module, "time", SimpleNamespace(monotonic=lambda: next(readings)))
+        client.check_token()
+    assert client.latency == pytest.approx(slow)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,6 +46,81 @@ class Page:
     rows: list[dict]
     date: datetime | None
     received: datetime
+
+
+class QueryPages(Iterator[Page]):
+    """The pages of one query, in order, under the paging rule of `AttioClient.query`; up to `ahead` of them
+    requested at once on threads of their own (with `ahead` 1, each when it is taken, on the caller's)."""
+
+    def __init__(self, fetch: Callable[[int], Page], path: str, page_size: int, ahead: int = 1,
+                 rows: int | None = None):
+        self.fetch = fetch
+        self.path = path
+        self.page_size = page_size
+        self.step = max(1, page_size - min(PAGE_OVERLAP, page_size // 5))
+        self.rows = rows
+        self.offset = 0  # of the next page to hand over
+        self._previous: set[str] = set()
+        self._finished = False
+        self._requested: deque[tuple[int, Future[Page]]] = deque()
+        self._pool = ThreadPoolExecutor(ahead, thread_name_prefix="pages") if ahead > 1 else None
+        self._ahead = ahead
+        self._ask()
+
+    def _ask(self) -> None:
+        """Request pages ahead, up to `ahead`: a page only when the one before it is full, as far as `rows` says,
+        or without `rows` once it was handed over full (so that no page past the end is requested)."""
+        if self._pool is None or self._finished:
+            return
+        following = self._requested[-1][0] + self.step if self._requested else self.offset
+        while len(self._requested) < self._ahead:
+            before = following - self.step
+            if following > 0 and (before + self.page_size > self.rows if self.rows is not None
+                                  else before > self.offset - self.step):
+                return
+            self._requested.append((following, self._pool.submit(self.fetch, following)))
+            following += self.step
+
+    def __next__(self) -> Page:
+        while not self._finished:
+            if self._requested and self._requested[0][0] == self.offset:
+                offset, future = self._requested.popleft()
+                try:
+                    page = future.result()
+                except BaseException:
+                    self.close()
+                    raise
+            else:
+                offset, page = self.offset, self.fetch(self.offset)
+            # Rows of another shape are named by the readers (see `reading`); here they only have to compare.
+            ids = {str(row.get("id")) if isinstance(row, dict) else repr(row) for row in page.rows}
+            if offset > 0 and self._previous and not self._previous & ids:
+                self.offset = max(0, offset - self.step)
+                log.info("rows of %s dropped out between two page reads; reading back from offset %d so that "
+                         "none is skipped", self.path, self.offset)
+                self._drop_requested()
+                self._ask()
+                continue
+            self._previous = ids
+            if len(page.rows) < self.page_size:
+                self.close()
+            else:
+                self.offset = offset + self.step
+                self._ask()
+            return page
+        raise StopIteration
+
+    def _drop_requested(self) -> None:
+        for _, future in self._requested:
+            future.cancel()
+        self._requested.clear()
+
+    def close(self) -> None:
+        """Hand over nothing more; pages requested ahead and not taken are dropped."""
+        self._finished = True
+        self._drop_requested()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 # ---- pure readers of Attio's shapes ---------------------------------------------------------
@@ -311,37 +388,29 @@ class AttioClient:
         page = self.request("GET", path, params=params)
         return page.rows[0] if page.rows else {}
 
-    def query(self, path: str, filter: dict | None = None, page_size: int | None = None) -> Iterator[Page]:
+    def query(self, path: str, filter: dict | None = None, page_size: int | None = None, ahead: int = 1,
+              rows: int | None = None) -> Iterator[Page]:
         """Every page of a records or entries query, oldest created first (a stable order for offsets).
 
         Consecutive pages overlap by PAGE_OVERLAP rows, and a page must share a row with the one before it:
         if more rows than the overlap dropped out of the result between two reads (deleted records), the
         rows at the boundary would be skipped, so the offset steps back until the pages meet again. Rows
-        may come more than once; callers drop the repeats by id."""
-        page_size = page_size or PAGE_SIZE
-        offset = 0
-        step = max(1, page_size - min(PAGE_OVERLAP, page_size // 5))
-        previous: set[str] = set()
-        while True:
-            body: dict = {"sorts": [{"direction": "asc", "attribute": "created_at"}], "limit": page_size,
+        may come more than once; callers drop the repeats by id. Queries are urgent (see RateLimiter): the run
+        waits for them (the next page, a batch's people and companies), not for any one history read.
+
+        With `ahead` above 1, pages are requested on threads of their own, the first as soon as this is called:
+        each page handed over full asks for the next at once, so that it is there when the caller wants it;
+        given `rows`, the number of rows the caller expects, up to `ahead` pages are requested at once (one
+        round trip for a few pages instead of one each), none past the last one `rows` says there is."""
+        def fetch(offset: int) -> Page:
+            body: dict = {"sorts": [{"direction": "asc", "attribute": "created_at"}], "limit": size,
                           "offset": offset}
             if filter:
                 body["filter"] = filter
-            page = self.request("POST", path, body=body)
-            # Rows of another shape are named by the readers (see `reading`); here they only have to compare.
-            ids = {str(row.get("id")) if isinstance(row, dict) else repr(row) for row in page.rows}
-            if offset > 0 and previous and not previous & ids:
-                offset = max(0, offset - step)
-                log.info("rows of %s dropped out between two page reads; reading back from offset %d so that "
-                         "none is skipped", path, offset)
-                continue
-            previous = ids
-            last = len(page.rows) < page_size
-            yield page
-            del page  # a page of 500 records is megabytes: not kept while the next one is fetched
-            if last:
-                return
-            offset += step
+            return self.request("POST", path, body=body, urgent=True)
+
+        size = page_size or PAGE_SIZE
+        return QueryPages(fetch, path, size, ahead, rows)
 
     def get_all(self, path: str, params: dict | None = None, page_size: int | None = None) -> list[dict]:
         """Every row of a GET endpoint paged with limit/offset."""

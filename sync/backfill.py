@@ -15,7 +15,7 @@ from sync.events import EventSettings
 from sync.models import Counts, Current, Transition, format_time, parse_time
 from sync.recording import baseline_rows, events_for, one_ahead, record_new, split_unread
 from sync.resolve import Resolver
-from sync.source import DealSource, scan_time
+from sync.source import DealSource, ScanPage, scan_time
 from sync.state import State
 from sync.state.checkpoints import BASELINE, POLL
 from sync.transitions import in_range
@@ -65,10 +65,13 @@ def backfill(state: State, source: DealSource, resolver: Resolver, settings: Eve
     unread: set[str] = set()  # deals that failed in this run: not read again until the next run
     missed = 0
 
-    def todo(sweep: bool) -> Iterator[Current]:
+    listed = 0  # deals the first pass found on the list: what a sweep expects to walk
+    sweep_pages: Iterator[ScanPage] | None = None
+
+    def todo(sweep: bool, pages: Iterator[ScanPage]) -> Iterator[Current]:
         """The deals not done yet; in a sweep, only those that existed when the first pass began."""
-        nonlocal began, missed
-        for page in source.scan(None):
+        nonlocal began, missed, listed, sweep_pages
+        for page in pages:
             began = began or max(page.date or page.received, page.received)
             fresh = page.currents
             done = state.backfills.done_keys(run_id, [c.ref.key for c in fresh])
@@ -86,9 +89,15 @@ def backfill(state: State, source: DealSource, resolver: Resolver, settings: Eve
             if sweep:
                 missed += len(wanted)
             else:
+                listed += len(fresh)
                 bar.update(len(done))
             yield from wanted
             del page, fresh, wanted  # one page in memory at a time
+        if not sweep:
+            # The list is walked: the sweep's first pages are asked for now, while the last histories are read
+            # and recorded, instead of one round trip after another once they are. (It only reads which deals
+            # are done once this pass has committed them all.)
+            sweep_pages = source.scan(None, rows=listed)
 
     def select(current: Current, transitions: list[Transition]) -> list[Transition]:
         return in_range(transitions, since, until)
@@ -113,10 +122,11 @@ def backfill(state: State, source: DealSource, resolver: Resolver, settings: Eve
             pairs.close()
 
     try:
-        yield from record(todo(sweep=False))
+        yield from record(todo(False, source.scan(None)))
         for _ in range(SWEEPS):
             missed = 0
-            yield from record(todo(sweep=True))
+            pages, sweep_pages = sweep_pages or source.scan(None, rows=listed), None
+            yield from record(todo(True, pages))
             if not missed:
                 break
             log.info("backfill: %d deal(s) were pushed past a page boundary of the deal list; read now", missed)

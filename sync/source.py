@@ -46,6 +46,10 @@ READ_AHEAD_SECONDS = 3.0
 # back of more than three pages (that many deals deleted between two page reads) brings one the scan has
 # forgotten, and a deal read twice is recorded once (the ledger keys events on their id).
 SCAN_MEMORY = 2_000
+# A walk of the deal list that expects its rows asks for pages ahead when Attio's answers take longer than this
+# thread's work on a page (reading 500 records, asking the state which are done), up to PAGES_AHEAD at once.
+PAGE_SECONDS = 0.05
+PAGES_AHEAD = 6
 
 
 @dataclass(frozen=True)
@@ -140,38 +144,57 @@ class DealSource:
 
     # -- current stages --
 
-    def scan(self, changed_since: datetime | None = None) -> Iterator[ScanPage]:
+    def scan(self, changed_since: datetime | None = None, rows: int | None = None) -> Iterator[ScanPage]:
         """Pages of deals with their current stage: all of them, or those whose stage was written since.
 
         Each deal comes once, though consecutive query pages overlap (see PAGE_OVERLAP), unless deletions made
-        the query step back more than SCAN_MEMORY deals: the scan's memory is bounded, not the workspace's size."""
+        the query step back more than SCAN_MEMORY deals: the scan's memory is bounded, not the workspace's size.
+        When Attio is far
+        away (see pages_ahead), pages are requested on threads of their own, the first as soon as this is
+        called and each next one when the one before is handed over, so this thread does not wait a round trip
+        per page; given `rows`, the number of deals expected (a walk of every deal after a first one), the
+        first pages are requested at once: a walk that finds nothing to do costs a round trip or two, not one
+        per page."""
         target, identifier = self.target
         path = f"/v2/{target}/{quote(identifier)}/{'entries' if self.list else 'records'}/query"
         use_filter = changed_since is not None and not (self.list and self._entries_filter_refused)
         filter_ = active_from_filter(self.attribute, changed_since) if use_filter and changed_since else None
-        pages = self.client.query(path, filter_)
+        return self._scan(path, filter_, self.client.query(path, filter_, ahead=self.pages_ahead(), rows=rows))
+
+    def pages_ahead(self) -> int:
+        """Pages of the deal list to have requested at once: one while Attio answers in less time than this
+        thread takes over a page (PAGE_SECONDS), more as the latency observed grows, at most PAGES_AHEAD
+        (each page of 500 records is a few MB in memory)."""
+        return max(1, min(PAGES_AHEAD, math.ceil(self.client.latency / PAGE_SECONDS)))
+
+    def _scan(self, path: str, filter_: dict | None, pages: Iterator[Page]) -> Iterator[ScanPage]:
         try:
-            first = next(pages)
-        except AttioError as exc:
-            if not (self.list and filter_ and exc.status == 400):
-                raise
-            # The active_from filter is unverified on list entries: without it, scan every entry and
-            # let the snapshot diff find the changed ones.
-            log.warning("Attio refused the active_from filter on list entries (%s); scanning every entry "
-                        "of %s and comparing with the snapshot", exc, identifier)
-            self._entries_filter_refused = True
-            pages = self.client.query(path, None)
-            first = next(pages)
-        seen = RecentKeys(SCAN_MEMORY)
-        chained = _chain(first, pages)
-        del first
-        for page in chained:
-            with reading(f"POST {path}"):
-                currents = [c for c in map(self._current, page.rows) if c.ref.key not in seen]
-            for current in currents:
-                seen.add(current.ref.key)
-            yield ScanPage(currents, page.date, page.received)
-            del page, currents  # one page in memory at a time
+            try:
+                first = next(pages)
+            except AttioError as exc:
+                if not (self.list and filter_ and exc.status == 400):
+                    raise
+                # The active_from filter is unverified on list entries: without it, scan every entry and
+                # let the snapshot diff find the changed ones.
+                log.warning("Attio refused the active_from filter on list entries (%s); scanning every entry "
+                            "of %s and comparing with the snapshot", exc, self.target[1])
+                self._entries_filter_refused = True
+                pages = self.client.query(path, None)
+                first = next(pages)
+            seen = RecentKeys(SCAN_MEMORY)
+            chained = _chain(first, pages)
+            del first
+            for page in chained:
+                with reading(f"POST {path}"):
+                    currents = [c for c in map(self._current, page.rows) if c.ref.key not in seen]
+                for current in currents:
+                    seen.add(current.ref.key)
+                yield ScanPage(currents, page.date, page.received)
+                del page, currents  # one page in memory at a time
+        finally:
+            close = getattr(pages, "close", None)
+            if close is not None:
+                close()
 
     def _current(self, row: dict) -> Current:
         if self.list:

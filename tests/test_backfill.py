@@ -249,9 +249,9 @@ def test_backfill_finishes_only_when_every_deal_was_read_though_deletions_shift_
     query = AttioClient.query
     scans = []
 
-    def deleting_after_the_first_page(self, path, filter=None, page_size=None):  # type: ignore[no-untyped-def]
+    def deleting_after_the_first_page(self, path, filter=None, page_size=None, **ahead):  # type: ignore[no-untyped-def]
         scans.append(path)
-        for number, page in enumerate(query(self, path, filter, page_size)):
+        for number, page in enumerate(query(self, path, filter, page_size, **ahead)):
             yield page
             if len(scans) == 1 and number == 0:
                 for record_id in ids[:6]:

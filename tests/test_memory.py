@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 from sqlite_utils import Database
 
@@ -58,12 +59,12 @@ def _repeating_the_first_page(monkeypatch, wanted) -> None:
     query = AttioClient.query
 
     def repeating(self: AttioClient, path: str, filter: dict | None = None,
-                  page_size: int | None = None) -> Iterator[Page]:
+                  page_size: int | None = None, **ahead: Any) -> Iterator[Page]:
         if not wanted(path, filter):
-            yield from query(self, path, filter, page_size)
+            yield from query(self, path, filter, page_size, **ahead)
             return
         first = None
-        for page in query(self, path, filter, page_size):
+        for page in query(self, path, filter, page_size, **ahead):
             first = first or page
             yield page
         if first is not None:

@@ -26,7 +26,7 @@ if os.environ.get("BENCH_HWM_FILE"):
 if os.environ.get("BENCH_NO_RATE_LIMIT") == "1":
     from sync import http
 
-    http.RateLimiter.wait = lambda self: None  # type: ignore[method-assign]
+    http.RateLimiter.wait = lambda self, *args, **kwargs: None  # type: ignore[method-assign]
 
 from sync.cli import main  # noqa: E402
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from typing import TextIO
@@ -83,11 +83,19 @@ def deliver(state: State, usermaven: UsermavenClient, api_key: str, min_batch: i
     one event at a time so that only the bad events are marked failed. Raises DeliveryStopped when
     Usermaven is unreachable or refuses the token.
     """
+    for rows in _pending_batches(state, min_batch):
+        yield _send(state, usermaven, api_key, rows)
+
+
+def _pending_batches(state: State, min_batch: int, queued: Container[str] = ()) -> Iterator[list[dict]]:
+    """The pending rows in Usermaven batches, oldest first, without the `queued` ones (read as each chunk is);
+    it ends at the first batch smaller than `min_batch`, which waits for the next call."""
     for chunk in state.ledger.iter_pending(decode=False):
-        for indexes in batches([row["payload"] for row in chunk], sizes=[row["payload_bytes"] for row in chunk]):
+        rows = [row for row in chunk if row["event_id"] not in queued]
+        for indexes in batches([row["payload"] for row in rows], sizes=[row["payload_bytes"] for row in rows]):
             if len(indexes) < min_batch:
                 return
-            yield _send(state, usermaven, api_key, [chunk[i] for i in indexes])
+            yield [rows[i] for i in indexes]
 
 
 def print_pending(state: State, out: TextIO) -> Iterator[Counts]:
@@ -180,20 +188,15 @@ class Sender:
         """Settle the batches that finished, then queue every full batch of pending events not queued yet.
         Raises DeliveryStopped as `deliver` does, once the batches before the failed one are settled."""
         yield from self._settle(wait=False)
-        for chunk in self.state.ledger.iter_pending(decode=False):
-            rows = [row for row in chunk if row["event_id"] not in self._ids]
-            for indexes in batches([row["payload"] for row in rows], sizes=[row["payload_bytes"] for row in rows]):
-                if len(indexes) < self.min_batch:
-                    return
-                while len(self._queued) >= self.ahead:
-                    yield from self._settle_first()
-                batch = [rows[i] for i in indexes]
-                self._ids.update(row["event_id"] for row in batch)
-                texts = sending_texts([row["payload"] for row in batch], self.api_key)
-                self._queued.append((batch, self._pool.submit(self._post, texts)))
-                if not self._answered:
-                    # The run's first batch is waited for: a refused token stops the backfill at once.
-                    yield from self._settle(wait=True)
+        for batch in _pending_batches(self.state, self.min_batch, self._ids):
+            while len(self._queued) >= self.ahead:
+                yield from self._settle_first()
+            self._ids.update(row["event_id"] for row in batch)
+            texts = sending_texts([row["payload"] for row in batch], self.api_key)
+            self._queued.append((batch, self._pool.submit(self._post, texts)))
+            if not self._answered:
+                # The run's first batch is waited for: a refused token stops the backfill at once.
+                yield from self._settle(wait=True)
 
     def finish(self) -> Iterator[Counts]:
         """Wait for every queued batch and settle it."""

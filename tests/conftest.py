@@ -97,6 +97,14 @@ def add_leads(ws: Workspace, prefix: str, count: int, days_back: int) -> list[st
     ]
 
 
+def move_all(ws: Workspace, record_ids: Iterable[str], stage: str) -> None:
+    """Ten minutes on, every one of these deals moves to `stage`; the clock then goes ten minutes further."""
+    ws.clock += timedelta(minutes=10)
+    for record_id in record_ids:
+        ws.move_deal(record_id, stage)
+    ws.clock += timedelta(minutes=10)
+
+
 def queries(attio: AttioSandbox, identifier: str = "deals") -> list[dict[str, Any]]:
     """The bodies of the queries the sandbox received for one object or list."""
     return [q.body for q in attio.queries if q.identifier == identifier]

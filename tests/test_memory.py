@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import Any
 
 from sqlite_utils import Database
@@ -19,7 +18,7 @@ from sync import source as source_module
 from sync.attio import AttioClient, Page
 from sync.source import RecentKeys
 from sync.state import State
-from tests.conftest import add_leads, ledger_rows
+from tests.conftest import add_leads, ledger_rows, move_all
 
 
 def test_recent_keys_keep_the_last_ones_added():
@@ -79,10 +78,7 @@ def test_a_poll_records_a_repeat_the_scan_forgot_once(attio, usermaven, run, env
     workspace = attio.workspace
     ids = add_leads(workspace, "g", 50, days_back=100)
     assert run("run")[0] == 0  # baseline
-    workspace.clock += timedelta(minutes=10)
-    for record_id in ids:
-        workspace.move_deal(record_id, "Qualified")
-    workspace.clock += timedelta(minutes=10)
+    move_all(workspace, ids, "Qualified")
     _repeating_the_first_page(monkeypatch, lambda path, f: f is not None and "stage" in f)
     code, out, err = run("run")
     assert code == 0, err

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from typing import Any
 
 from sync import attio as attio_module
@@ -13,7 +12,7 @@ from sync import source as source_module
 from sync.attio import AttioClient, Page, QueryPages
 from sync.models import DealRef, StageValue
 from sync.source import DealSource
-from tests.conftest import NOW, add_leads, ledger_rows
+from tests.conftest import NOW, add_leads, ledger_rows, move_all
 
 
 def _deleting_between_pages(monkeypatch, wanted: Callable[[str, dict | None], bool],
@@ -43,10 +42,7 @@ def test_a_poll_reads_moved_deals_that_deletions_pushed_past_a_page(attio, userm
     workspace = attio.workspace
     ids = add_leads(workspace, "g", 40, days_back=100)
     assert run("run")[0] == 0  # baseline
-    workspace.clock += timedelta(minutes=10)
-    for record_id in ids:
-        workspace.move_deal(record_id, "Qualified")
-    workspace.clock += timedelta(minutes=10)
+    move_all(workspace, ids, "Qualified")
 
     def delete_six() -> None:
         for record_id in ids[:6]:

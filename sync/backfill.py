@@ -22,7 +22,7 @@ from sync.transitions import in_range
 
 log = logging.getLogger(__name__)
 
-BATCH = 50  # deals per commit: what a killed backfill reads again at most
+BATCH = 100  # deals per commit: what a killed backfill reads again at most
 # Passes over the deal list after the first, for deals the offset paging pushed past a page boundary; the
 # backfill is finished once a pass finds none.
 SWEEPS = 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
+import gc
 import json
 import logging
 import os
@@ -124,6 +125,7 @@ def setup_logging(verbose: bool, quiet: bool, redactor: Redactor, stream: TextIO
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 MMAP_THRESHOLD = 128 * 1024  # glibc's own default, kept fixed
+GC_THRESHOLD = 20_000  # allocations between young collections (Python's default: 700)
 
 
 def keep_memory_flat() -> None:
@@ -143,9 +145,19 @@ def keep_memory_flat() -> None:
         mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
+def collect_garbage_less() -> None:
+    """Fewer passes of the cycle collector: a backfill makes millions of short-lived containers (pages,
+    values, events) and almost no cycles, and with the default threshold the collector ran a thousand times
+    over every live object, about 5% of a backfill's CPU. The modules imported so far are moved out of its
+    sight for good (`gc.freeze`)."""
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 20)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `attio-usermaven-sync` and `python -m sync`; returns the exit code."""
     keep_memory_flat()
+    collect_garbage_less()
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse: --help, --version, or a usage error (already explained, exit 2)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict, deque
-from collections.abc import Container, Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from typing import TextIO
@@ -87,11 +87,11 @@ def deliver(state: State, usermaven: UsermavenClient, api_key: str, min_batch: i
         yield _send(state, usermaven, api_key, rows)
 
 
-def _pending_batches(state: State, min_batch: int, queued: Container[str] = ()) -> Iterator[list[dict]]:
-    """The pending rows in Usermaven batches, oldest first, without the `queued` ones (read as each chunk is);
-    it ends at the first batch smaller than `min_batch`, which waits for the next call."""
-    for chunk in state.ledger.iter_pending(decode=False):
-        rows = [row for row in chunk if row["event_id"] not in queued]
+def _pending_batches(state: State, min_batch: int, queued: Collection[str] = ()) -> Iterator[list[dict]]:
+    """The pending rows in Usermaven batches, oldest first, without the `queued` ones (left out by the query, as
+    they stand when it begins); it ends at the first batch smaller than `min_batch`, which waits for the next
+    call."""
+    for rows in state.ledger.iter_pending(decode=False, exclude=queued):
         for indexes in batches([row["payload"] for row in rows], sizes=[row["payload_bytes"] for row in rows]):
             if len(indexes) < min_batch:
                 return

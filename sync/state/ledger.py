@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 from sqlite_utils import Database
@@ -134,17 +134,21 @@ class Ledger:
 
     # -- delivery --
 
-    def iter_pending(self, batch: int = 500, decode: bool = True) -> Iterator[list[dict]]:
+    def iter_pending(self, batch: int = 500, decode: bool = True, exclude: Collection[str] = ()
+                     ) -> Iterator[list[dict]]:
         """Pending rows in chunks, oldest first; re-reads after each chunk so rows marked meanwhile drop out.
+        Rows whose event id is in `exclude` (a few hundred at most: one JSON array) are left out by SQLite.
 
         Each row has what delivery uses: `event_id`, `deal_key`, `to_stage`, `changed_at`, the `payload`
         (decoded, or with `decode` False the JSON text as stored) and `payload_bytes` (what batches weigh)."""
         after = ("", "")
+        leave_out = "and event_id not in (select value from json_each(?)) " if exclude else ""
+        extra = [json.dumps(list(exclude))] if exclude else []
         while True:
             chunk = [_pending_row(r, decode) for r in self.db.execute(
                 f"select {', '.join(PENDING_COLUMNS)} from {self.read_table} where state = ? "
-                "and (changed_at, event_id) > (?, ?) order by changed_at, event_id limit ?",
-                [PENDING, after[0], after[1], batch])]
+                f"and (changed_at, event_id) > (?, ?) {leave_out}order by changed_at, event_id limit ?",
+                [PENDING, after[0], after[1], *extra, batch])]
             if not chunk:
                 return
             yield chunk

@@ -13,6 +13,7 @@ from sync.models import format_time
 
 T = TypeVar("T")
 CHUNK = 500  # ids per `in (...)`: well under SQLite's variable limit
+INSERT_ROWS = 256  # rows per multi-row insert
 
 
 def now_text() -> str:
@@ -52,7 +53,7 @@ def insert_many(db: Database, head: str, rows: Sequence[Sequence[object]], tail:
     if not rows:
         return
     one = f"({marks(rows[0])})"
-    start, size = 0, 64
+    start, size = 0, INSERT_ROWS
     while start < len(rows):
         while size > len(rows) - start:
             size //= 2

@@ -11,7 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import orjson
 import urllib3
@@ -326,11 +326,18 @@ class AttioClient:
         self.redact = redactor or Redactor([api_key])
         # One pool for every thread (urllib3's pools are thread-safe), as many connections as requests in flight.
         self._pool = make_pool(self.base_url, self.stats, self.limiter, pool_size=MAX_CONNECTIONS)
+        # Without a proxy every request goes to Attio's host: its connection pool is asked directly, with the
+        # path alone, instead of the manager parsing each URL to find that pool again (a sixth of a history
+        # read's CPU). Through a proxy the manager adds what the proxy needs.
+        self._host = None if isinstance(self._pool, urllib3.ProxyManager) else self._pool.connection_from_url(
+            self.base_url)
+        self._prefix = urlsplit(self.base_url).path
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
 
-    def _url(self, path: str, params: dict | None) -> str:
+    def _target(self, path: str, params: dict | None) -> str:
+        """The path and query of a request, after the base URL."""
         query = urlencode([(k, v) for k, v in params.items() if v is not None]) if params else ""
-        return self.base_url + path + ("?" + query if query else "")
+        return path + ("?" + query if query else "")
 
     def request(self, method: str, path: str, params: dict | None = None, body: dict | None = None,
                 urgent: bool = False) -> Page:
@@ -340,7 +347,8 @@ class AttioClient:
         Status and connection failures are retried by the pool (urllib3's Retry); a success whose body is not
         JSON (cut off on the way) is retried here, as urllib3 cannot see it.
         """
-        url = self._url(path, params)
+        target = self._target(path, params)
+        url = self.base_url + target
         headers = self._headers if body is None else self._json_headers
         data = None if body is None else json.dumps(body, allow_nan=False).encode()
         for attempt in range(1, BAD_BODY_ATTEMPTS + 1):
@@ -348,7 +356,11 @@ class AttioClient:
             self.stats.add(requests=1)
             began = time.monotonic()
             try:
-                response = self._pool.request(method, url, body=data, headers=headers, timeout=self.timeout)
+                if self._host is None:
+                    response = self._pool.request(method, url, body=data, headers=headers, timeout=self.timeout)
+                else:
+                    response = self._host.urlopen(method, self._prefix + target, body=data, headers=headers,
+                                                  timeout=self.timeout)
             except urllib3.exceptions.HTTPError as exc:
                 raise AttioError(self.redact(f"Attio could not be reached ({_reason(exc)})")) from None
             # The first answer replaces the guess: the requests in flight and the pages asked for ahead are sized

@@ -192,8 +192,7 @@ class Sender:
             while len(self._queued) >= self.ahead:
                 yield from self._settle_first()
             self._ids.update(row["event_id"] for row in batch)
-            texts = sending_texts([row["payload"] for row in batch], self.api_key)
-            self._queued.append((batch, self._pool.submit(self._post, texts)))
+            self._queued.append((batch, self._pool.submit(self._post, [row["payload"] for row in batch])))
             if not self._answered:
                 # The run's first batch is waited for: a refused token stops the backfill at once.
                 yield from self._settle(wait=True)
@@ -218,11 +217,12 @@ class Sender:
         for _ in self._settle(wait=True, quiet=True):
             pass
 
-    def _post(self, texts: list[str]) -> None:
+    def _post(self, stored: list[str]) -> None:
+        """Send the events (their stored texts) on the worker thread, the API key spliced in there too."""
         if self._halted:
             raise _Skipped
         try:
-            self.usermaven.send_encoded(texts)
+            self.usermaven.send_encoded(sending_texts(stored, self.api_key))
         except UsermavenRejected:
             raise  # only these events: the batches behind it go on
         except UsermavenError:

@@ -27,11 +27,12 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("base", [BASE, BASE + "/behind/a/gateway"])
 @pytest.mark.parametrize(("method", "path", "params", "body"), CASES)
-def test_a_request_goes_on_the_wire_as_requests_sent_it(mocked, method, path, params, body):
+def test_a_request_goes_on_the_wire_as_requests_sent_it(mocked, method, path, params, body, base):
     received: list[Request] = []
     mocked.serve(BASE, Answer(lambda request: (received.append(request), Reply(200, b'{"data": {}}'))[1]))
-    client = AttioClient(BASE + "/", "secret-token", 100)
+    client = AttioClient(base + "/", "secret-token", 100)
     client.request(method, path, params, body)
     theirs = requests.Session().prepare_request(requests.Request(
         method, client.base_url + path, params=params, json=body, headers=client._headers))

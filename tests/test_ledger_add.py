@@ -19,10 +19,20 @@ def _row(n: int, stage: str = "Won") -> dict:
 def test_rows_beyond_one_statement_are_all_added_and_known_ones_left_as_they_are():
     state = State(Database(sqlite3.connect(":memory:")))
     state.ledger.add([_row(5, stage="Lead")])
-    rows = [_row(n) for n in range(203)] + [_row(7, stage="Lost")]
+    rows = [_row(n) for n in range(603)] + [_row(7, stage="Lost")]
     state.ledger.add(rows)
     stored = dict(state.db.execute("select event_id, to_stage from ledger").fetchall())
-    assert len(stored) == 203
+    assert len(stored) == 603
     assert stored["ev-5"] == "Lead" and stored["ev-7"] == "Won"  # the first of a repeated id wins, as before
     payload = state.db.execute("select payload from ledger where event_id = 'ev-9'").fetchone()[0]
     assert payload == '{"n": 9, "é": "🎉"}'
+
+
+def test_pending_rows_named_in_exclude_are_left_out_and_the_rest_come_oldest_first():
+    state = State(Database(sqlite3.connect(":memory:")))
+    state.ledger.add([_row(n) for n in range(1200)])
+    every = [row["event_id"] for chunk in state.ledger.iter_pending(decode=False) for row in chunk]
+    assert len(every) == 1200
+    queued = set(every[:700:3])  # spread over the first two chunks of 500
+    rest = [row["event_id"] for chunk in state.ledger.iter_pending(decode=False, exclude=queued) for row in chunk]
+    assert rest == [event_id for event_id in every if event_id not in queued]

@@ -196,9 +196,6 @@ def _connect_file(path: Path) -> sqlite3.Connection:
                          "the state on a local disk; WAL, which keeps a killed run from damaging it, does not work "
                          "on network file systems")
     conn.execute("PRAGMA synchronous=FULL")
-    # Statement journals (a multi-row update inside a transaction keeps one, a megabyte for 500 rows) in
-    # memory: on disk each was a temporary file written, read back and deleted for every batch marked sent.
-    conn.execute("PRAGMA temp_store=MEMORY")
     return conn
 
 

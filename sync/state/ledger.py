@@ -165,8 +165,10 @@ class Ledger:
         self._update(event_ids, "attempts = attempts + 1, last_error = ?", [error])
 
     def _update(self, event_ids: Sequence[str], assignments: str, params: list) -> None:
+        # `or ignore`: no assignment here can break a constraint, and SQLite then keeps no statement journal
+        # (a temporary file a megabyte long, written and deleted for every batch marked sent).
         for chunk in chunks(event_ids):
-            self._write(f"update {self.write_table} set {assignments} where event_id in ({marks(chunk)})",
+            self._write(f"update or ignore {self.write_table} set {assignments} where event_id in ({marks(chunk)})",
                         params + chunk, chunk)
 
     # -- what `status` shows --

@@ -36,3 +36,16 @@ def test_pending_rows_named_in_exclude_are_left_out_and_the_rest_come_oldest_fir
     queued = set(every[:700:3])  # spread over the first two chunks of 500
     rest = [row["event_id"] for chunk in state.ledger.iter_pending(decode=False, exclude=queued) for row in chunk]
     assert rest == [event_id for event_id in every if event_id not in queued]
+
+
+def test_an_sqlite_that_allows_999_variables_takes_the_rows_in_smaller_statements():
+    """Found by a review: SQLite before 3.32 (still shipped by some distributions) allows 999 variables per
+    statement; 256 ledger rows are 3,584."""
+    conn = sqlite3.connect(":memory:")
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    state = State(Database(conn))
+    state.ledger.add([_row(n) for n in range(603)])
+    state.snapshot.save([{"key": f"d-{n}", "record_id": f"d-{n}", "entry_id": None, "stage_id": "s",
+                          "stage_title": "Won", "stage_since": "2025-01-01T00:00:00.000000Z"} for n in range(600)])
+    assert state.db.execute("select count(*) from ledger").fetchone()[0] == 603
+    assert state.db.execute("select count(*) from deals").fetchone()[0] == 600

@@ -3,6 +3,7 @@ inserts."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -13,7 +14,7 @@ from sync.models import format_time
 
 T = TypeVar("T")
 CHUNK = 500  # ids per `in (...)`: well under SQLite's variable limit
-INSERT_ROWS = 256  # rows per multi-row insert
+INSERT_ROWS = 256  # rows per multi-row insert at most (see insert_many)
 
 
 def now_text() -> str:
@@ -44,19 +45,26 @@ def marks(chunk: Sequence[object]) -> str:
 
 
 def insert_many(db: Database, head: str, rows: Sequence[Sequence[object]], tail: str = "") -> None:
-    """`head` ("insert into t (a, b) values ") for many rows of values, as a few multi-row statements: 64 rows
-    at a time, what is left by halves (32, 16, ... 1).
+    """`head` ("insert into t (a, b) values ") for many rows of values, as a few multi-row statements: up to
+    INSERT_ROWS rows at a time, what is left by halves (128, 64, ... 1).
 
     Not executemany: SQLite runs each step without the GIL, and a step per row had the main thread wait for
-    the GIL again after every row while the threads reading Attio held it. Few statement shapes, so the
-    connection's statement cache stays small."""
+    the GIL again after every row while the threads reading Attio held it; each statement is such a wait, so
+    they are long. Few statement shapes, so the connection's statement cache stays small. A statement has at
+    most the variables this SQLite allows (999 before 3.32, as some distributions still ship it)."""
     if not rows:
         return
     one = f"({marks(rows[0])})"
-    start, size = 0, INSERT_ROWS
+    start, size = 0, rows_per_statement(db, len(rows[0]))
     while start < len(rows):
         while size > len(rows) - start:
             size //= 2
         chunk = rows[start:start + size]
         db.execute(head + ", ".join([one] * size) + tail, [value for row in chunk for value in row])
         start += size
+
+
+def rows_per_statement(db: Database, columns: int) -> int:
+    """INSERT_ROWS, or the largest power of two whose rows of `columns` values this SQLite takes at once."""
+    allowed = db.conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // max(columns, 1)
+    return min(INSERT_ROWS, 1 << max(allowed.bit_length() - 1, 0))

@@ -28,7 +28,7 @@ if os.environ.get("BENCH_NO_RATE_LIMIT") == "1":
 
     http.RateLimiter.wait = lambda self, *args, **kwargs: None  # type: ignore[method-assign]
 
-from sync.cli import main  # noqa: E402
+from sync.cli import entry_point  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry_point())

@@ -1,3 +1,3 @@
-from sync.cli import main
+from sync.cli import entry_point
 
-raise SystemExit(main())
+raise SystemExit(entry_point())

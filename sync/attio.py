@@ -328,7 +328,7 @@ class AttioClient:
         self._pool = make_pool(self.base_url, self.stats, self.limiter, pool_size=MAX_CONNECTIONS)
         # Without a proxy every request goes to Attio's host: its connection pool is asked directly, with the
         # path alone, instead of the manager parsing each URL to find that pool again (a sixth of a history
-        # read's CPU). Through a proxy the manager adds what the proxy needs.
+        # read's CPU). Through a proxy, and for a redirect, the manager does what they need.
         self._host = None if isinstance(self._pool, urllib3.ProxyManager) else self._pool.connection_from_url(
             self.base_url)
         self._prefix = urlsplit(self.base_url).path
@@ -356,11 +356,7 @@ class AttioClient:
             self.stats.add(requests=1)
             began = time.monotonic()
             try:
-                if self._host is None:
-                    response = self._pool.request(method, url, body=data, headers=headers, timeout=self.timeout)
-                else:
-                    response = self._host.urlopen(method, self._prefix + target, body=data, headers=headers,
-                                                  timeout=self.timeout)
+                response = self._send(method, target, data, headers)
             except urllib3.exceptions.HTTPError as exc:
                 raise AttioError(self.redact(f"Attio could not be reached ({_reason(exc)})")) from None
             # The first answer replaces the guess: the requests in flight and the pages asked for ahead are sized
@@ -383,6 +379,17 @@ class AttioClient:
         data = payload.get("data", payload)
         rows = data if isinstance(data, list) else [data] if isinstance(data, dict) else []
         return Page(rows=rows, date=clock.http_date(response.headers.get("Date")), received=clock.local_now())
+
+    def _send(self, method: str, target: str, data: bytes | None, headers: dict[str, str]
+              ) -> urllib3.BaseHTTPResponse:
+        """One request (urllib3 retrying what it may), `target` the path and query after the base URL."""
+        if self._host is not None:
+            response = self._host.urlopen(method, self._prefix + target, body=data, headers=headers,
+                                          timeout=self.timeout, redirect=False)
+            if not response.get_redirect_location():
+                return response
+            # Not expected of Attio: asked again through the manager, which follows it to any host, as before.
+        return self._pool.request(method, self.base_url + target, body=data, headers=headers, timeout=self.timeout)
 
     def _raise(self, status: int, payload: object, path: str) -> None:
         body = payload if isinstance(payload, dict) else {}

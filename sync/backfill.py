@@ -22,7 +22,9 @@ from sync.transitions import in_range
 
 log = logging.getLogger(__name__)
 
-BATCH = 100  # deals per commit: what a killed backfill reads again at most
+# Deals per commit: a killed backfill reads again the batch it was committing, the next one and the histories
+# read ahead; the deals of the batches committed before are done.
+BATCH = 100
 # Passes over the deal list after the first, for deals the offset paging pushed past a page boundary; the
 # backfill is finished once a pass finds none.
 SWEEPS = 3

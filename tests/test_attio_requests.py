@@ -64,3 +64,22 @@ def test_a_page_with_a_lone_surrogate_is_read(attio, usermaven, mocked, run, env
     assert code == 0, err
     names = {e["event_attributes"]["deal_name"] for e in usermaven.events}
     assert len(names) == 10 and "L5 \ufffd" in names  # as a browser shows it: a surrogate alone is no character
+
+
+@pytest.mark.parametrize("location", ["/v2/moved", "landed", "https://elsewhere.attio.test/v2/moved"])
+def test_a_redirect_from_attio_is_followed_as_before(mocked, location):
+    """Found by a review: requests go to Attio's host's connection pool directly, which does not follow a redirect
+    to another host or a relative one; the manager follows it, as it did before."""
+    seen: list[str] = []
+
+    def answer(request: Request) -> Reply:
+        seen.append(request.path)
+        if "moved" in request.path or "landed" in request.path:
+            return Reply(200, b'{"data": {"ok": true}}')
+        return Reply(302, b"", headers={"Location": location})
+
+    mocked.serve(BASE, Answer(answer))
+    mocked.serve("https://elsewhere.attio.test", Answer(answer))
+    client = AttioClient(BASE + "/gw", "secret-token", 100)
+    assert client.get_one("/v2/self") == {"ok": True}
+    assert seen[-1] in ("/v2/moved", "/gw/v2/landed")

@@ -401,3 +401,14 @@ def test_an_unexpected_error_is_one_redacted_line_and_exit_1(run, monkeypatch):
     code, out, err = run("status")
     assert code == 1 and "internal error: RuntimeError: boom with ***" in err
     assert SECRETS["ATTIO_API_KEY"] not in err and "Traceback" not in err
+
+
+def test_the_command_sets_the_collector_for_its_process_and_main_alone_does_not():
+    """The collector's thresholds and `gc.freeze` are the command's (`entry_point`, what the installed script and
+    `python -m sync` run), not `main`'s, which tests call many times in one process."""
+    script = ("import gc, sys\nfrom sync import cli\nsys.argv = ['attio-usermaven-sync', '--version']\n"
+              "{call}\nprint(gc.get_threshold()[0], gc.get_freeze_count() > 0)")
+    for call, expected in (("cli.main()", "700 False"), ("cli.entry_point()", f"{20_000} True")):
+        out = subprocess.run([sys.executable, "-c", script.format(call=call)], capture_output=True, text=True,
+                             check=True).stdout
+        assert out.split("\n")[-2] == expected, out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -56,6 +57,15 @@ def encoded(payload: dict) -> str:
     return "".join(_C_ENCODER(payload, 0))
 
 
+def _has_json_each(db: Database) -> bool:
+    """This SQLite has its JSON functions (built in since 3.38, and in most builds before)."""
+    try:
+        db.execute("select count(*) from json_each('[]')").fetchone()
+    except sqlite3.OperationalError:
+        return False
+    return True
+
+
 class Ledger:
     """Reads and writes of the ledger; every write is meant to run inside `State.atomic()`."""
 
@@ -63,6 +73,7 @@ class Ledger:
         self.db = db
         # Where rows are read from and written to: the same table, except in a dry run (state/dry.py).
         self.read_table = self.write_table = "ledger"
+        self.json_each = _has_json_each(db)
 
     def _write(self, sql: str, params: Sequence[object], event_ids: Sequence[str]) -> None:
         """Run an update of `write_table` that touches the rows with these ids."""
@@ -137,22 +148,26 @@ class Ledger:
     def iter_pending(self, batch: int = 500, decode: bool = True, exclude: Collection[str] = ()
                      ) -> Iterator[list[dict]]:
         """Pending rows in chunks, oldest first; re-reads after each chunk so rows marked meanwhile drop out.
-        Rows whose event id is in `exclude` (a few hundred at most: one JSON array) are left out by SQLite.
+        Rows whose event id is in `exclude` (a few hundred at most) are left out: by SQLite, given them as one
+        JSON array, or here when its JSON functions are missing (built without them before 3.38).
 
         Each row has what delivery uses: `event_id`, `deal_key`, `to_stage`, `changed_at`, the `payload`
         (decoded, or with `decode` False the JSON text as stored) and `payload_bytes` (what batches weigh)."""
         after = ("", "")
-        leave_out = "and event_id not in (select value from json_each(?)) " if exclude else ""
-        extra = [json.dumps(list(exclude))] if exclude else []
+        in_sql = bool(exclude) and self.json_each
+        leave_out = "and event_id not in (select value from json_each(?)) " if in_sql else ""
+        extra = [json.dumps(list(exclude))] if in_sql else []
         while True:
-            chunk = [_pending_row(r, decode) for r in self.db.execute(
+            rows = self.db.execute(
                 f"select {', '.join(PENDING_COLUMNS)} from {self.read_table} where state = ? "
                 f"and (changed_at, event_id) > (?, ?) {leave_out}order by changed_at, event_id limit ?",
-                [PENDING, after[0], after[1], *extra, batch])]
-            if not chunk:
+                [PENDING, after[0], after[1], *extra, batch]).fetchall()
+            if not rows:
                 return
-            yield chunk
-            after = (chunk[-1]["changed_at"], chunk[-1]["event_id"])
+            after = (rows[-1][3], rows[-1][0])  # changed_at, event_id
+            chunk = [_pending_row(r, decode) for r in rows if in_sql or r[0] not in exclude]
+            if chunk:
+                yield chunk
 
     def mark_sent(self, event_ids: Sequence[str]) -> None:
         self._update(event_ids, "state = ?, sent_at = ?, attempts = attempts + 1, last_error = null, reason = null",

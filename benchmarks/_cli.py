@@ -28,7 +28,8 @@ if os.environ.get("BENCH_NO_RATE_LIMIT") == "1":
 
     http.RateLimiter.wait = lambda self, *args, **kwargs: None  # type: ignore[method-assign]
 
-from sync.cli import entry_point  # noqa: E402
+from sync import cli  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(entry_point())
+    # What the installed command runs; a checkout older than entry_point (`--against`) has only main.
+    sys.exit(getattr(cli, "entry_point", cli.main)())

@@ -162,17 +162,27 @@ def throughput(args: argparse.Namespace) -> list[dict]:
            f"{'tree':<8} {'deals':>6} {'transitions':>11} {'wall s':>7} {'CLI CPU s':>9} {'trans/s wall':>12} "
            f"{'trans/CPU-s':>11} {'peak MB':>7} {'UM req':>6}")
     results = []
-    for deals, (label, tree) in itertools.product(args.throughput_deals, TREES):
-        runs = [backfill(deals, 0.0, 100, 0, unlimited=True, tree=tree) for _ in range(args.repeats)]
-        wall = statistics.median(r["wall"] for r in runs)
-        cpu = statistics.median(r["cpu"] for r in runs)
-        n = runs[0]["transitions"]
-        print(f"{label:<8} {deals:>6} {n:>11} {wall:>7.1f} {cpu:>9.1f} {n / wall:>12.0f} {n / cpu:>11.0f} "
-              f"{max(r['hwm_mb'] for r in runs):>7.1f} {runs[0]['usermaven_requests']:>6}", flush=True)
-        for r in runs:
-            check(r)
-        results.append({"tree": label, "deals": deals, "transitions": n, "wall": wall, "cpu": cpu, "runs": runs})
+    for deals in args.throughput_deals:
+        # Repeats alternate between the trees, so that a slower minute of a shared machine falls on both.
+        by_tree: dict[str, list[dict]] = {label: [] for label, _ in TREES}
+        for _ in range(args.repeats):
+            for label, tree in TREES:
+                by_tree[label].append(backfill(deals, 0.0, 100, 0, unlimited=True, tree=tree))
+        for label, runs in by_tree.items():
+            results.append(_throughput_row(label, deals, runs))
     return results
+
+
+def _throughput_row(label: str, deals: int, runs: list[dict]) -> dict:
+    """Print one tree's row of the throughput table (medians of its runs) and return it."""
+    wall = statistics.median(r["wall"] for r in runs)
+    cpu = statistics.median(r["cpu"] for r in runs)
+    n = runs[0]["transitions"]
+    print(f"{label:<8} {deals:>6} {n:>11} {wall:>7.1f} {cpu:>9.1f} {n / wall:>12.0f} {n / cpu:>11.0f} "
+          f"{max(r['hwm_mb'] for r in runs):>7.1f} {runs[0]['usermaven_requests']:>6}", flush=True)
+    for r in runs:
+        check(r)
+    return {"tree": label, "deals": deals, "transitions": n, "wall": wall, "cpu": cpu, "runs": runs}
 
 
 PAYLOAD = ('{"event_type": "Deal Stage Changed", "event_id": "%s", "_timestamp": 1738555506000, '

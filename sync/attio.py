@@ -348,7 +348,6 @@ class AttioClient:
         JSON (cut off on the way) is retried here, as urllib3 cannot see it.
         """
         target = self._target(path, params)
-        url = self.base_url + target
         headers = self._headers if body is None else self._json_headers
         data = None if body is None else json.dumps(body, allow_nan=False).encode()
         for attempt in range(1, BAD_BODY_ATTEMPTS + 1):
@@ -364,7 +363,7 @@ class AttioClient:
             weight = LATENCY_WEIGHT if self._latency_measured else 1.0
             self.latency = weight * (time.monotonic() - began) + (1 - weight) * self.latency
             self._latency_measured = True
-            log.debug("%s %s -> %s", method, url, response.status)
+            log.debug("%s %s%s -> %s", method, self.base_url, target, response.status)
             payload = _json(response.data)
             if response.status >= 400:
                 self._raise(response.status, payload, path)

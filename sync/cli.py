@@ -149,21 +149,22 @@ def collect_garbage_less() -> None:
     """Fewer passes of the cycle collector: a backfill makes millions of short-lived containers (pages,
     values, events) and almost no cycles, and with Python's thresholds (700, 10, 10) the collector ran over
     a thousand times, about 5% of a backfill's CPU; with (20,000, 20, 20), a few dozen. The modules imported
-    so far are moved out of its sight for good (`gc.freeze`). For the whole process: the command's own, not
-    `main`'s (tests call `main` many times in one process)."""
+    so far are moved out of its sight for good (`gc.freeze`)."""
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 20, 20)
 
 
 def entry_point() -> int:
-    """The `attio-usermaven-sync` command and `python -m sync`: the process's collector set, then `main`."""
+    """The `attio-usermaven-sync` command and `python -m sync`: the settings of the whole process (glibc's
+    mmap threshold, the cycle collector), then `main`. Not `main`'s own: tests call it many times in one
+    process."""
+    keep_memory_flat()
     collect_garbage_less()
     return main()
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line `argv` (the process's arguments when None); returns the exit code."""
-    keep_memory_flat()
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse: --help, --version, or a usage error (already explained, exit 2)

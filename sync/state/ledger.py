@@ -27,6 +27,7 @@ def utf8_size(text: str) -> int:
 
 
 PENDING_COLUMNS = ("event_id", "deal_key", "to_stage", "changed_at", "payload")
+_EVENT_ID, _CHANGED_AT = PENDING_COLUMNS.index("event_id"), PENDING_COLUMNS.index("changed_at")
 
 
 def _pending_row(values: Sequence, decode: bool) -> dict:
@@ -164,8 +165,8 @@ class Ledger:
                 [PENDING, after[0], after[1], *extra, batch]).fetchall()
             if not rows:
                 return
-            after = (rows[-1][3], rows[-1][0])  # changed_at, event_id
-            chunk = [_pending_row(r, decode) for r in rows if in_sql or r[0] not in exclude]
+            after = (rows[-1][_CHANGED_AT], rows[-1][_EVENT_ID])
+            chunk = [_pending_row(r, decode) for r in rows if in_sql or r[_EVENT_ID] not in exclude]
             if chunk:
                 yield chunk
 

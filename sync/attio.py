@@ -53,7 +53,7 @@ class QueryPages(Iterator[Page]):
     requested at once on threads of their own (with `ahead` 1, each when it is taken, on the caller's)."""
 
     def __init__(self, fetch: Callable[[int], Page], path: str, page_size: int, ahead: int = 1,
-                 rows: int | None = None):
+                 rows: int | None = None, first: Future[Page] | None = None):
         self.fetch = fetch
         self.path = path
         self.page_size = page_size
@@ -65,6 +65,8 @@ class QueryPages(Iterator[Page]):
         self._requested: deque[tuple[int, Future[Page]]] = deque()
         self._pool = ThreadPoolExecutor(ahead, thread_name_prefix="pages") if ahead > 1 else None
         self._ahead = ahead
+        if first is not None:
+            self._requested.append((0, first))
         self._ask()
 
     def _ask(self) -> None:
@@ -407,7 +409,7 @@ class AttioClient:
         return page.rows[0] if page.rows else {}
 
     def query(self, path: str, filter: dict | None = None, page_size: int | None = None, ahead: int = 1,
-              rows: int | None = None) -> Iterator[Page]:
+              rows: int | None = None, first: Future[Page] | None = None) -> Iterator[Page]:
         """Every page of a records or entries query, oldest created first (a stable order for offsets).
 
         Consecutive pages overlap by PAGE_OVERLAP rows, and a page must share a row with the one before it:
@@ -419,16 +421,19 @@ class AttioClient:
         With `ahead` above 1, pages are requested on threads of their own, the first as soon as this is called:
         each page handed over full asks for the next at once, so that it is there when the caller wants it;
         given `rows`, the number of rows the caller expects, up to `ahead` pages are requested at once (one
-        round trip for a few pages instead of one each), none past the last one `rows` says there is."""
-        def fetch(offset: int) -> Page:
-            body: dict = {"sorts": [{"direction": "asc", "attribute": "created_at"}], "limit": size,
-                          "offset": offset}
-            if filter:
-                body["filter"] = filter
-            return self.request("POST", path, body=body, urgent=True)
-
+        round trip for a few pages instead of one each), none past the last one `rows` says there is. `first`
+        is the first page already asked for (`query_page` at offset 0, same path, filter and size)."""
         size = page_size or PAGE_SIZE
-        return QueryPages(fetch, path, size, ahead, rows)
+        return QueryPages(lambda offset: self.query_page(path, filter, offset, size), path, size, ahead, rows,
+                          first)
+
+    def query_page(self, path: str, filter: dict | None, offset: int, page_size: int = PAGE_SIZE) -> Page:
+        """One page of a records or entries query, oldest created first."""
+        body: dict = {"sorts": [{"direction": "asc", "attribute": "created_at"}], "limit": page_size,
+                      "offset": offset}
+        if filter:
+            body["filter"] = filter
+        return self.request("POST", path, body=body, urgent=True)
 
     def get_all(self, path: str, params: dict | None = None, page_size: int | None = None) -> list[dict]:
         """Every row of a GET endpoint paged with limit/offset."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from itertools import islice
 
@@ -105,6 +106,9 @@ def backfill(state: State, source: DealSource, resolver: Resolver, settings: Eve
         return in_range(transitions, since, until)
 
     def record(currents: Iterator[Current]) -> Iterator[Counts]:
+        lookups = ThreadPoolExecutor(1, thread_name_prefix="lookup") if source.far_away() else None
+        if lookups is not None:
+            currents = _looking_up(currents, lookups, source, resolver, since)
         pairs = source.with_histories(currents)
         batches = iter(lambda: list(islice(pairs, BATCH)), [])
         try:
@@ -122,6 +126,8 @@ def backfill(state: State, source: DealSource, resolver: Resolver, settings: Eve
                 yield counts + Counts(deals_read=len(read), unread=len(failed))
         finally:
             pairs.close()
+            if lookups is not None:
+                lookups.shutdown(wait=True, cancel_futures=True)
 
     try:
         yield from record(todo(False, source.scan(None)))
@@ -144,6 +150,33 @@ def backfill(state: State, source: DealSource, resolver: Resolver, settings: Eve
     with state.atomic():
         state.retries.clear(run_id)
         state.backfills.finish(run_id)
+
+
+def _looking_up(currents: Iterator[Current], lookups: ThreadPoolExecutor, source: DealSource, resolver: Resolver,
+                since: datetime) -> Iterator[Current]:
+    """The currents, as they come; as each batch's deals go to have their histories read, the people and
+    companies of those whose stage moved since `since` (the deals with transitions to send) are looked up on
+    `lookups`. When Attio is far away, the batch's events then find them there, and the last batch does not
+    wait one more round trip after its histories are in. A lookup that fails here is made again, and its
+    error raised, when the batch's events are built."""
+    batch: list[Current] = []
+    for current in currents:
+        batch.append(current)
+        if len(batch) == BATCH:
+            lookups.submit(_look_up, batch, source, resolver, since)
+            batch = []
+        yield current
+    if batch:
+        lookups.submit(_look_up, batch, source, resolver, since)
+
+
+def _look_up(batch: list[Current], source: DealSource, resolver: Resolver, since: datetime) -> None:
+    moved = [c for c in batch if c.stage is None or c.stage.active_from >= since]
+    try:
+        resolver.load(source.deals(moved, fetch=False).values())
+    except Exception:
+        log.debug("looking up the people and companies of a batch ahead failed; asked again with its events",
+                  exc_info=True)
 
 
 def _created_after(current: Current, moment: datetime | None) -> bool:

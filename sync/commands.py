@@ -261,7 +261,7 @@ def _execute_run(command: str, config: Config, dry_run: bool, out: TextIO | None
         tally = Tally()
         code, message = EXIT_OK, ""
         try:
-            code, message = _work(services, tally, work, dry_run, out or sys.stdout)
+            code, message = _work(services, tally, work, dry_run, out or sys.stdout, list_first=command == "backfill")
         except (AttioAuthError, SetupError) as exc:
             code, message = EXIT_USAGE, str(exc)
         except AttioNotFound as exc:
@@ -298,8 +298,9 @@ def _execute_run(command: str, config: Config, dry_run: bool, out: TextIO | None
     return report
 
 
-def _work(s: Services, tally: Tally, work: Work, dry_run: bool, out: TextIO) -> tuple[int, str]:
-    s.source.check()
+def _work(s: Services, tally: Tally, work: Work, dry_run: bool, out: TextIO, list_first: bool = False
+          ) -> tuple[int, str]:
+    s.source.check(list_first)  # a backfill's first page of deals comes with the checks, in one round trip
     s.resolver.user_id_attribute = s.source.user_id_attribute  # the slug check() found, if an id was configured
     started_at = now_text()
     final: str | None = None

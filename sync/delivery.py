@@ -55,7 +55,7 @@ def _release(state: State, source: DealSource, resolver: Resolver, record_ids: l
         by_record[row["record_id"]].append(row)
     deals = source.deals_by_id(record_ids)
     resolver.forget_people(p for deal in deals.values() for p in deal.people_ids)
-    resolver.load(deals.values())
+    lookups = resolver.load(deals.values())
     released = 0
     with state.atomic():
         for record_id, rows in by_record.items():
@@ -63,7 +63,7 @@ def _release(state: State, source: DealSource, resolver: Resolver, record_ids: l
             identity: Identity | None = None
             reason: str | None = "the deal no longer exists in Attio"
             if deal is not None:
-                identity, reason = resolver.identity(deal)
+                identity, reason = lookups.identity(deal)
             for row in rows:
                 if identity is not None:
                     state.ledger.release(row["event_id"], with_identity(row["payload"], identity))

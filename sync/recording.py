@@ -80,15 +80,15 @@ def events_for(batch: Sequence[tuple[Current, list[StageValue]]], select: Select
     if not chosen:
         return []
     deals = source.deals(current for current, _ in chosen)
-    resolver.load(deals.values())
+    lookups = resolver.load(deals.values())
     values = {current.ref.key: {**_deal(deals, current).attributes, **source.entry_values(current)}
               for current, _ in chosen}
     names = _names(source.event_attributes, values.values(), resolver)
     result: list[Found] = []
     for current, transitions in chosen:
         deal = _deal(deals, current)
-        identity, reason = resolver.identity(deal)
-        company, owner = resolver.company_name(deal), resolver.owner_name(deal)
+        identity, reason = lookups.identity(deal)
+        company, owner = lookups.company_name(deal), lookups.owner_name(deal)
         attributes = render_all(source.event_attributes, values[current.ref.key], names)
         for transition in transitions:
             event = build_event(transition, deal, settings, identity, company, owner, attributes)

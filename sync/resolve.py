@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TypeVar
 
 from sync.attio import AttioClient, member_name, person_from_record, reading, record_name
@@ -20,11 +22,32 @@ V = TypeVar("V")
 CACHE_SIZE = 2_000
 
 
+@dataclass(frozen=True)
+class Lookups:
+    """What `Resolver.load` found for some deals: their people, company names and owner names, kept apart from
+    the resolver's cache so that another thread's lookups cannot evict them while the events are built."""
+
+    people: Mapping[str, Person]
+    companies: Mapping[str, str | None]
+    members: Mapping[str, str | None]
+
+    def identity(self, deal: Deal) -> tuple[Identity | None, str | None]:
+        """The deal's Usermaven identity, from its associated people."""
+        return resolve_identity([self.people[p] for p in deal.people_ids if p in self.people])
+
+    def company_name(self, deal: Deal) -> str | None:
+        return self.companies.get(deal.company_id) if deal.company_id else None
+
+    def owner_name(self, deal: Deal) -> str | None:
+        return self.members.get(deal.owner_id) if deal.owner_id else None
+
+
 class Resolver:
     """Looks up people, companies and workspace members for many deals at once.
 
     People and companies are kept in a bounded cache for the run (each looked up once per run unless
-    evicted or forgotten); workspace members are read once per run.
+    evicted or forgotten); workspace members are read once per run. Threads may share a resolver: one
+    looks up the deals of a batch to come while another builds the events of the batch before.
     """
 
     def __init__(self, client: AttioClient, user_id_attribute: str | None, cache_size: int = CACHE_SIZE):
@@ -34,16 +57,30 @@ class Resolver:
         self._people: OrderedDict[str, Person] = OrderedDict()
         self._companies: OrderedDict[str, str | None] = OrderedDict()
         self._members: dict[str, str | None] | None = None
+        # Held while the caches are read, changed or filled: a lookup another thread began for the same people
+        # is waited for, not made twice.
+        self._lock = threading.RLock()
 
     def forget_people(self, person_ids: Iterable[str]) -> None:
         """Drop cached people so that the next lookup reads them again (held events are re-checked)."""
-        for person_id in person_ids:
-            self._people.pop(person_id, None)
+        with self._lock:
+            for person_id in person_ids:
+                self._people.pop(person_id, None)
 
-    def load(self, deals: Iterable[Deal]) -> None:
+    def load(self, deals: Iterable[Deal]) -> Lookups:
         """Fetch every person and company these deals point at that is not cached (one query per 200 ids;
-        people and companies at the same time, so a batch waits for one round trip, not two)."""
+        people and companies at the same time, so a batch waits for one round trip, not two), and the
+        workspace members' names if a deal has an owner; return what the deals need."""
         deals = list(deals)
+        with self._lock:
+            self._load(deals)
+            members = self._member_names() if any(d.owner_id for d in deals) else {}
+            return Lookups(
+                people={p: self._people[p] for d in deals for p in d.people_ids if p in self._people},
+                companies={d.company_id: self._companies.get(d.company_id) for d in deals if d.company_id},
+                members=members)
+
+    def _load(self, deals: list[Deal]) -> None:
         wanted_people = list(dict.fromkeys(p for d in deals for p in d.people_ids))
         wanted_companies = list(dict.fromkeys(d.company_id for d in deals if d.company_id))
         people = _missing(self._people, wanted_people)
@@ -80,18 +117,6 @@ class Resolver:
                 found[record["id"]["record_id"]] = record_name(record)
         self._companies.update(found)
 
-    def identity(self, deal: Deal) -> tuple[Identity | None, str | None]:
-        """The deal's Usermaven identity, from the people already loaded (call `load` first)."""
-        return resolve_identity([self._people[p] for p in deal.people_ids if p in self._people])
-
-    def company_name(self, deal: Deal) -> str | None:
-        return self._companies.get(deal.company_id) if deal.company_id else None
-
-    def owner_name(self, deal: Deal) -> str | None:
-        if not deal.owner_id:
-            return None
-        return self._member_names().get(deal.owner_id)
-
     def _member_names(self) -> dict[str, str | None]:
         if self._members is None:
             members = self.client.workspace_members()
@@ -112,7 +137,8 @@ class Resolver:
                 for record in answer:
                     found[(object_, record["id"]["record_id"])] = record_name(record)
         members = set(members)
-        known = self._member_names() if members else {}
+        with self._lock:
+            known = self._member_names() if members else {}
         return Names(records=found, members={m: known.get(m) for m in members})
 
 

@@ -100,18 +100,24 @@ class DealSource:
         self.max_rps = config.attio_max_rps
         self._entries_filter_refused = False
         self._titles: dict[str, str] | None = None
+        self._first_page: Future[Page] | None = None  # see check(list_first=True)
         self._lock = threading.Lock()
 
     @property
     def target(self) -> tuple[str, str]:
         return ("lists", self.list) if self.list else ("objects", self.object)
 
-    def check(self) -> None:
+    def check(self, list_first: bool = False) -> None:
         """Check the token and that the configured attributes exist, before any work (SetupError if not).
-        Settings that name attributes by id are turned into slugs, as values are keyed by slug."""
+        Settings that name attributes by id are turned into slugs, as values are keyed by slug.
+
+        With `list_first` (a backfill, whose first step is a walk of every deal), the first page of the deal list
+        is asked for with these reads, and the next `scan(None)` starts with it."""
         target, identifier = self.target
-        # The first reads go out together: one round trip before the run starts, not three.
-        with ThreadPoolExecutor(3, thread_name_prefix="check") as pool:
+        # The first reads go out together: one round trip before the run starts, not three or four.
+        with ThreadPoolExecutor(4, thread_name_prefix="check") as pool:
+            if list_first:
+                self._first_page = pool.submit(self.client.query_page, self._query_path(), None, 0)
             token = pool.submit(self.client.check_token)
             own = pool.submit(self.client.attributes, target, identifier)
             people_future = pool.submit(self.client.attributes, "objects", "people") if self.user_id_attribute else None
@@ -155,11 +161,16 @@ class DealSource:
         per page; given `rows`, the number of deals expected (a walk of every deal after a first one), the
         first pages are requested at once: a walk that finds nothing to do costs a round trip or two, not one
         per page."""
-        target, identifier = self.target
-        path = f"/v2/{target}/{quote(identifier)}/{'entries' if self.list else 'records'}/query"
+        path = self._query_path()
         use_filter = changed_since is not None and not (self.list and self._entries_filter_refused)
         filter_ = active_from_filter(self.attribute, changed_since) if use_filter and changed_since else None
-        return self._scan(path, filter_, self.client.query(path, filter_, ahead=self.pages_ahead(), rows=rows))
+        first, self._first_page = (self._first_page, None) if filter_ is None and rows is None else (None, None)
+        return self._scan(path, filter_, self.client.query(path, filter_, ahead=self.pages_ahead(), rows=rows,
+                                                           first=first))
+
+    def _query_path(self) -> str:
+        target, identifier = self.target
+        return f"/v2/{target}/{quote(identifier)}/{'entries' if self.list else 'records'}/query"
 
     def pages_ahead(self) -> int:
         """Pages of the deal list to have requested at once: one while Attio answers in less time than this
@@ -362,8 +373,9 @@ class DealSource:
 
     # -- the deal records events describe --
 
-    def deals(self, currents: Iterable[Current]) -> dict[str, Deal]:
-        """The deal record of each current (fetched in batches for list entries), by record id."""
+    def deals(self, currents: Iterable[Current], fetch: bool = True) -> dict[str, Deal]:
+        """The deal record of each current (fetched in batches for list entries; with `fetch` False, only those
+        whose record is at hand), by record id."""
         deals: dict[str, Deal] = {}
         missing: list[str] = []
         for current in currents:
@@ -373,9 +385,14 @@ class DealSource:
                     deals[current.ref.record_id] = deal_from_record(record, self.event_attributes)
             else:
                 missing.append(current.ref.record_id)
-        if missing:
+        if missing and fetch:
             deals.update(self.deals_by_id(missing))
         return deals
+
+    def far_away(self) -> bool:
+        """Attio's answers take longer than this thread's work on a page of deals (PAGE_SECONDS): round trips
+        the run waits for show in its time, and are worth making ahead."""
+        return self.client.latency > PAGE_SECONDS
 
     def deals_by_id(self, record_ids: Iterable[str]) -> dict[str, Deal]:
         records = self.client.records_by_id(self.object, list(record_ids))

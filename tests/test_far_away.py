@@ -1,0 +1,156 @@
+"""When Attio is far away, the round trips a backfill waits for overlap with others: its first page of deals goes
+out with the checks, and a batch's people and companies are looked up while its histories are read, so the
+last batch does not wait one more round trip once they are in."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+
+from sync import source as source_module
+from sync.attio import AttioClient, Page
+from sync.models import Deal, DealRef, Person, StageValue
+from sync.resolve import Resolver
+from sync.source import DealSource
+from tests.conftest import NOW, add_deal, add_leads, days, uid
+
+DEALS_QUERY = "/v2/objects/deals/records/query"
+PEOPLE_QUERY = "/v2/objects/people/records/query"
+
+
+def _requests_seen(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    seen: list[str] = []
+    request = AttioClient.request
+
+    def recording(self: AttioClient, method: str, path: str, *args: Any, **kwargs: Any) -> Page:
+        seen.append(path)
+        return request(self, method, path, *args, **kwargs)
+
+    monkeypatch.setattr(AttioClient, "request", recording)
+    return seen
+
+
+def test_a_backfill_asks_for_its_first_page_of_deals_with_the_checks(attio, usermaven, run, monkeypatch):
+    add_leads(attio.workspace, "g", 30, days_back=100)
+    page_asked, gave_up = threading.Event(), threading.Event()
+    seen = _requests_seen(monkeypatch)
+    check_token = AttioClient.check_token
+    query_page = AttioClient.query_page
+
+    def asking(self: AttioClient, path: str, *args: Any, **kwargs: Any) -> Page:
+        page_asked.set()
+        return query_page(self, path, *args, **kwargs)
+
+    def waiting_for_the_page(self: AttioClient) -> dict:
+        if not page_asked.wait(timeout=5):
+            gave_up.set()  # the first page was not asked for until the checks were answered
+        return check_token(self)
+
+    monkeypatch.setattr(AttioClient, "query_page", asking)
+    monkeypatch.setattr(AttioClient, "check_token", waiting_for_the_page)
+    code, out, err = run("run", "--backfill", "--since", "2020-01-01")
+    assert code == 0, err
+    assert not gave_up.is_set()
+    # The page asked for with the checks is the walk's first: no page is asked for twice (the walk and the
+    # sweep after it, one page each).
+    assert seen.count(DEALS_QUERY) == 2
+    assert len({e["event_attributes"]["deal_id"] for e in usermaven.events}) == 30
+
+
+def test_a_poll_does_not_ask_for_a_page_before_the_checks_are_answered(attio, usermaven, run, monkeypatch):
+    """A poll's query filters on the stage attribute, which the checks find: it waits for them."""
+    add_leads(attio.workspace, "g", 3, days_back=100)
+    seen = _requests_seen(monkeypatch)
+    assert run("run")[0] == 0  # the baseline
+    assert seen.index(DEALS_QUERY) > seen.index("/v2/self")
+    assert run("run")[0] == 0
+    later = seen[seen.index(DEALS_QUERY) + 1:]
+    assert later.index(DEALS_QUERY) > later.index("/v2/self")
+
+
+@pytest.fixture
+def mixed(workspace):
+    """Deals whose events differ by person and company: an email, an app user id, no person at all, two people
+    and a company, spread over two batches: m0 to m99 are the oldest (the first batch), then m100 to m129 and
+    the workspace's own three deals."""
+    ws = workspace
+    for n in range(130):
+        kind = n % 4
+        people = [] if kind == 2 else [ws.add_person(f"m{n}@acme.com" if kind != 1 else None,
+                                                     user_id=f"app-{n}" if kind == 1 else None)]
+        if kind == 3:
+            people.insert(0, ws.add_person(None, name=f"Nobody {n}"))
+        add_deal(ws, uid(f"m{n}"), f"M{n}", [("Lead", NOW - days(1000 - n)), ("Qualified", NOW - days(800 - n))],
+                 people=people, company=uid("c1") if n % 3 else None)
+    return ws
+
+
+def _sent(usermaven: Any) -> list[str]:
+    return sorted(json.dumps(e, sort_keys=True) for batch in usermaven.batches for e in batch)
+
+
+def test_far_away_a_batch_s_people_are_asked_for_before_its_histories_are_in(mixed, attio, usermaven, run, env,
+                                                                               monkeypatch, tmp_path):
+    seen = _requests_seen(monkeypatch)
+    code, _, err = run("run", "--backfill", "--since", "2020-01-01")  # Attio in-process: near
+    assert code == 0, err
+    near, near_queries = _sent(usermaven), seen.count(PEOPLE_QUERY)
+    usermaven.batches.clear()
+    seen.clear()
+
+    monkeypatch.setattr(source_module, "PAGE_SECONDS", 1e-9)  # any answer takes longer: Attio is far away
+    monkeypatch.setenv("SYNC_STATE_DB", str(tmp_path / "far.db"))
+    history = DealSource.history
+    gave_up = threading.Event()
+
+    def waiting_for_the_lookups(self: DealSource, ref: DealRef) -> list[StageValue] | None:
+        # Each batch's people (100 deals a batch) are asked for before any of its histories is read.
+        wanted = 1 if ref.record_id in {uid(f"m{n}") for n in range(100)} else 2
+        if not gave_up.is_set():
+            for _ in range(500):
+                if seen.count(PEOPLE_QUERY) >= wanted:
+                    break
+                threading.Event().wait(0.01)
+            else:
+                gave_up.set()
+        return history(self, ref)
+
+    monkeypatch.setattr(DealSource, "history", waiting_for_the_lookups)
+    code, _, err = run("run", "--backfill", "--since", "2020-01-01")
+    assert code == 0, err
+    assert not gave_up.is_set()
+    # The same events, byte for byte, and no more lookups than a near run makes.
+    assert _sent(usermaven) == near
+    assert seen.count(PEOPLE_QUERY) == near_queries == 2
+
+
+class _People:
+    """An Attio client for the resolver: people and companies by id, counting the queries."""
+
+    def __init__(self) -> None:
+        self.asked: list[list[str]] = []
+
+    def records_by_id(self, object_: str, ids: list[str]) -> list[dict]:
+        self.asked.append(list(ids))
+        if object_ == "companies":
+            return [{"id": {"record_id": i}, "values": {"name": [{"value": f"Co {i}"}]}} for i in ids]
+        return [{"id": {"record_id": i}, "values": {"email_addresses": [{"email_address": f"{i}@x.io"}]}}
+                for i in ids]
+
+    def workspace_members(self) -> list[dict]:
+        return []
+
+
+def test_what_a_load_found_stays_though_another_thread_s_load_evicts_it_from_the_cache():
+    client = _People()
+    resolver = Resolver(client, None, cache_size=2)  # type: ignore[arg-type]
+    mine = Deal("d1", people_ids=("a", "b"), company_id="c")
+    found = resolver.load([mine])
+    resolver.load([Deal("d2", people_ids=("x", "y", "z"))])  # another batch, looked up ahead: evicts a and b
+    assert found.identity(mine)[0] is not None
+    assert found.identity(mine) == resolver.load([mine]).identity(mine)
+    assert found.company_name(mine) == "Co c"
+    assert found.people == {"a": Person("a", ("a@x.io",)), "b": Person("b", ("b@x.io",))}

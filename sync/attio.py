@@ -427,9 +427,9 @@ class AttioClient:
         return QueryPages(lambda offset: self.query_page(path, filter, offset, size), path, size, ahead, rows,
                           first)
 
-    def query_page(self, path: str, filter: dict | None, offset: int, page_size: int = PAGE_SIZE) -> Page:
+    def query_page(self, path: str, filter: dict | None, offset: int, page_size: int | None = None) -> Page:
         """One page of a records or entries query, oldest created first."""
-        body: dict = {"sorts": [{"direction": "asc", "attribute": "created_at"}], "limit": page_size,
+        body: dict = {"sorts": [{"direction": "asc", "attribute": "created_at"}], "limit": page_size or PAGE_SIZE,
                       "offset": offset}
         if filter:
             body["filter"] = filter

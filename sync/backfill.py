@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -108,7 +109,7 @@ def backfill(state: State, source: DealSource, resolver: Resolver, settings: Eve
     def record(currents: Iterator[Current]) -> Iterator[Counts]:
         lookups = ThreadPoolExecutor(1, thread_name_prefix="lookup") if source.far_away() else None
         if lookups is not None:
-            currents = _looking_up(currents, lookups, source, resolver, since)
+            currents = _looking_up(currents, lookups, source, resolver, since, until)
         pairs = source.with_histories(currents)
         batches = iter(lambda: list(islice(pairs, BATCH)), [])
         try:
@@ -125,9 +126,11 @@ def backfill(state: State, source: DealSource, resolver: Resolver, settings: Eve
                 bar.update(len(batch))
                 yield counts + Counts(deals_read=len(read), unread=len(failed))
         finally:
+            if lookups is not None:
+                lookups.shutdown(wait=False, cancel_futures=True)  # none started after this (a failure, Ctrl-C)
             pairs.close()
             if lookups is not None:
-                lookups.shutdown(wait=True, cancel_futures=True)
+                lookups.shutdown(wait=True)
 
     try:
         yield from record(todo(False, source.scan(None)))
@@ -153,28 +156,39 @@ def backfill(state: State, source: DealSource, resolver: Resolver, settings: Eve
 
 
 def _looking_up(currents: Iterator[Current], lookups: ThreadPoolExecutor, source: DealSource, resolver: Resolver,
-                since: datetime) -> Iterator[Current]:
-    """The currents, as they come; as each batch's deals go to have their histories read, the people and
-    companies of those whose stage moved since `since` (the deals with transitions to send) are looked up on
-    `lookups`. When Attio is far away, the batch's events then find them there, and the last batch does not
-    wait one more round trip after its histories are in. A lookup that fails here is made again, and its
-    error raised, when the batch's events are built."""
+                since: datetime, until: datetime | None) -> Iterator[Current]:
+    """The currents, as they come; as each batch's deals go to have their histories read, the people, companies
+    and owners of those that can have a transition in range are looked up on `lookups`: deals whose stage was
+    last set at or after `since` and that were created before `until`. When Attio is far away, the batch's
+    events then find them there, and the last batch does not wait one more round trip once its histories are
+    in. Deals whose records come apart from the query (list entries) are looked up with their events, as
+    before.
+
+    A lookup that fails here is made again, and its error raised, when the batch's events are built; the
+    batches after it are no longer looked up ahead (Attio is failing: the retries are not made twice)."""
     batch: list[Current] = []
+    failed = threading.Event()
     for current in currents:
         batch.append(current)
         if len(batch) == BATCH:
-            lookups.submit(_look_up, batch, source, resolver, since)
+            if not failed.is_set():
+                lookups.submit(_look_up, batch, source, resolver, since, until, failed)
             batch = []
         yield current
-    if batch:
-        lookups.submit(_look_up, batch, source, resolver, since)
+    if batch and not failed.is_set():
+        lookups.submit(_look_up, batch, source, resolver, since, until, failed)
 
 
-def _look_up(batch: list[Current], source: DealSource, resolver: Resolver, since: datetime) -> None:
-    moved = [c for c in batch if c.stage is None or c.stage.active_from >= since]
+def _look_up(batch: list[Current], source: DealSource, resolver: Resolver, since: datetime, until: datetime | None,
+             failed: threading.Event) -> None:
+    if failed.is_set():
+        return
+    moved = [c for c in batch if c.stage is not None and c.stage.active_from >= since
+             and not (until and _created_after(c, until))]
     try:
-        resolver.load(source.deals(moved, fetch=False).values())
+        resolver.load(source.deals(moved, fetch=False).values(), owners=True)
     except Exception:
+        failed.set()
         log.debug("looking up the people and companies of a batch ahead failed; asked again with its events",
                   exc_info=True)
 

@@ -80,7 +80,7 @@ def events_for(batch: Sequence[tuple[Current, list[StageValue]]], select: Select
     if not chosen:
         return []
     deals = source.deals(current for current, _ in chosen)
-    lookups = resolver.load(deals.values())
+    lookups = resolver.load(deals.values(), owners=True)
     values = {current.ref.key: {**_deal(deals, current).attributes, **source.entry_values(current)}
               for current, _ in chosen}
     names = _names(source.event_attributes, values.values(), resolver)
@@ -126,8 +126,9 @@ def one_ahead(batches: Iterator[B], work: Callable[[B], R]) -> Iterator[tuple[B,
     thread while the caller commits and sends the current one.
 
     Batches are drawn on the caller's thread (drawing them may read the state); `work` must not touch the
-    state (events_for does not: it reads Attio). Only this one helper thread calls `work`, so what `work`
-    uses (the resolver's cache) is never used by two threads at once.
+    state (events_for does not: it reads Attio). Only this one helper thread calls `work`; what `work` shares
+    with other threads (the resolver, which a backfill also fills ahead on a thread of its own) must be
+    safe to share.
     """
     pool = ThreadPoolExecutor(1, thread_name_prefix="ahead")
     try:

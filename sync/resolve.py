@@ -54,7 +54,7 @@ class Resolver:
         self.client = client
         self.user_id_attribute = user_id_attribute
         self.cache_size = cache_size
-        self._people: OrderedDict[str, Person] = OrderedDict()
+        self._people: OrderedDict[str, Person | None] = OrderedDict()  # None: Attio did not return them
         self._companies: OrderedDict[str, str | None] = OrderedDict()
         self._members: dict[str, str | None] | None = None
         # Held while the caches are read, changed or filled: a lookup another thread began for the same people
@@ -67,16 +67,17 @@ class Resolver:
             for person_id in person_ids:
                 self._people.pop(person_id, None)
 
-    def load(self, deals: Iterable[Deal]) -> Lookups:
+    def load(self, deals: Iterable[Deal], owners: bool = False) -> Lookups:
         """Fetch every person and company these deals point at that is not cached (one query per 200 ids;
-        people and companies at the same time, so a batch waits for one round trip, not two), and the
-        workspace members' names if a deal has an owner; return what the deals need."""
+        people and companies at the same time, so a batch waits for one round trip, not two), and with
+        `owners` the workspace members' names if a deal has an owner; return what the deals need."""
         deals = list(deals)
         with self._lock:
             self._load(deals)
-            members = self._member_names() if any(d.owner_id for d in deals) else {}
+            members = self._member_names() if owners and any(d.owner_id for d in deals) else {}
+            people = {p: self._people.get(p) for d in deals for p in d.people_ids}
             return Lookups(
-                people={p: self._people[p] for d in deals for p in d.people_ids if p in self._people},
+                people={p: person for p, person in people.items() if person is not None},
                 companies={d.company_id: self._companies.get(d.company_id) for d in deals if d.company_id},
                 members=members)
 
@@ -101,7 +102,7 @@ class Resolver:
         _trim(self._companies, self.cache_size, len(wanted_companies))
 
     def _fetch_people(self, ids: list[str]) -> None:
-        found = {}
+        found: dict[str, Person | None] = dict.fromkeys(ids)
         records = self.client.records_by_id("people", ids)
         with reading("POST /v2/objects/people/records/query"):
             for record in records:

@@ -97,7 +97,7 @@ def test_replay_sends_the_same_times_byte_for_byte(workspace, usermaven, run, en
         assert payload == stored[event_id]  # the deal did not change: the replayed payload is the same text
 
 
-def test_missing_attribute_exits_2_naming_it_before_reading_deals(attio, fields, usermaven, run, monkeypatch):
+def test_missing_attribute_exits_2_naming_it_before_reading_any_history(attio, fields, usermaven, run, monkeypatch):
     monkeypatch.setenv("ATTIO_EVENT_ATTRIBUTES", "lead_source,lead_sorce")
     code, out, err = run("run", "--backfill", "--since", "2020-01-01")
     assert code == 2

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from sync import attio as attio_module
+from sync import backfill as backfill_module
 from sync import source as source_module
 from sync.attio import AttioClient, Page
 from sync.models import Deal, DealRef, Person, StageValue
@@ -19,14 +21,17 @@ from tests.conftest import NOW, add_deal, add_leads, days, uid
 
 DEALS_QUERY = "/v2/objects/deals/records/query"
 PEOPLE_QUERY = "/v2/objects/people/records/query"
+COMPANIES_QUERY = "/v2/objects/companies/records/query"
 
 
-def _requests_seen(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def _requests_seen(monkeypatch: pytest.MonkeyPatch, bodies: list[Any] | None = None) -> list[str]:
     seen: list[str] = []
     request = AttioClient.request
 
     def recording(self: AttioClient, method: str, path: str, *args: Any, **kwargs: Any) -> Page:
         seen.append(path)
+        if bodies is not None:
+            bodies.append(kwargs.get("body"))
         return request(self, method, path, *args, **kwargs)
 
     monkeypatch.setattr(AttioClient, "request", recording)
@@ -58,6 +63,16 @@ def test_a_backfill_asks_for_its_first_page_of_deals_with_the_checks(attio, user
     # sweep after it, one page each).
     assert seen.count(DEALS_QUERY) == 2
     assert len({e["event_attributes"]["deal_id"] for e in usermaven.events}) == 30
+
+
+def test_the_page_asked_for_with_the_checks_has_the_size_of_the_walk_s_pages(attio, usermaven, run, monkeypatch):
+    monkeypatch.setattr(attio_module, "PAGE_SIZE", 20)
+    add_leads(attio.workspace, "g", 60, days_back=100)
+    bodies: list[Any] = []
+    seen = _requests_seen(monkeypatch, bodies)
+    assert run("run", "--backfill", "--since", "2020-01-01")[0] == 0
+    pages = [body for path, body in zip(seen, bodies, strict=True) if path == DEALS_QUERY]
+    assert {body["limit"] for body in pages} == {20} and len(pages) > 3
 
 
 def test_a_poll_does_not_ask_for_a_page_before_the_checks_are_answered(attio, usermaven, run, monkeypatch):
@@ -154,3 +169,55 @@ def test_what_a_load_found_stays_though_another_thread_s_load_evicts_it_from_the
     assert found.identity(mine) == resolver.load([mine]).identity(mine)
     assert found.company_name(mine) == "Co c"
     assert found.people == {"a": Person("a", ("a@x.io",)), "b": Person("b", ("b@x.io",))}
+
+
+def _far_and_near(run: Any, usermaven: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any, *argv: str
+                  ) -> tuple[tuple[list[str], list[str]], tuple[list[str], list[str]]]:
+    """The events sent and the requests made by the same command near and then far (a second state file)."""
+    seen = _requests_seen(monkeypatch)
+    assert run(*argv)[0] == 0
+    near = (_sent(usermaven), list(seen))
+    seen.clear()
+    usermaven.batches.clear()
+    monkeypatch.setattr(source_module, "PAGE_SECONDS", 1e-9)
+    monkeypatch.setenv("SYNC_STATE_DB", str(tmp_path / "far.db"))
+    assert run(*argv)[0] == 0
+    return near, (_sent(usermaven), list(seen))
+
+
+def _lookups(seen: list[str]) -> list[str]:
+    return [path for path in seen if path in (PEOPLE_QUERY, COMPANIES_QUERY, "/v2/workspace_members")]
+
+
+def test_far_away_with_until_looks_up_no_more_than_near(mixed, usermaven, run, monkeypatch, tmp_path):
+    """The deals of the second batch moved after --until and were created after it: no transition in range, no
+    lookup, near or far."""
+    until = (NOW - days(900)).date().isoformat()
+    (near_sent, near_seen), (far_sent, far_seen) = _far_and_near(
+        run, usermaven, monkeypatch, tmp_path, "run", "--backfill", "--since", "2020-01-01", "--until", until)
+    assert far_sent == near_sent and near_sent
+    assert sorted(_lookups(far_seen)) == sorted(_lookups(near_seen))
+
+
+def test_a_person_attio_does_not_return_is_asked_for_once(workspace, usermaven, run, monkeypatch, tmp_path):
+    ghost = workspace.add_person("ghost@acme.com")
+    add_deal(workspace, uid("g1"), "G1", [("Lead", NOW - days(30))], people=[ghost, uid("p1")])
+    add_deal(workspace, uid("g2"), "G2", [("Lead", NOW - days(5))], people=[ghost])
+    workspace.people.remove(ghost)  # gone from Attio, still named by the deals
+    bodies: list[Any] = []
+    seen = _requests_seen(monkeypatch, bodies)
+    monkeypatch.setattr(source_module, "PAGE_SECONDS", 1e-9)
+    monkeypatch.setattr(backfill_module, "BATCH", 2)  # d1 d2 | g1 d3 | g2: the ghost in two batches
+    assert run("run", "--backfill", "--since", "2020-01-01")[0] == 0
+    asked = [body for path, body in zip(seen, bodies, strict=True)
+             if path == PEOPLE_QUERY and ghost in json.dumps(body)]
+    assert len(asked) == 1
+
+
+def test_rechecking_held_events_reads_no_workspace_members(workspace, usermaven, run, monkeypatch):
+    """d3 has no person: its event is held, and the next poll checks it again; owner names are not needed."""
+    assert run("run", "--backfill", "--since", "2020-01-01")[0] == 0
+    seen = _requests_seen(monkeypatch)
+    assert run("run")[0] == 0
+    assert PEOPLE_QUERY in seen or DEALS_QUERY in seen
+    assert "/v2/workspace_members" not in seen

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +20,10 @@ V = TypeVar("V")
 # People and companies kept between batches, least recently used evicted first: a poll of up to a couple of
 # thousand deals looks each up once, and a backfill's memory stays flat however many deals it walks.
 CACHE_SIZE = 2_000
+# Nor are the people and companies of the last this many loads evicted, however many they are: a backfill looks
+# up the batches it reads ahead (up to three at 100 requests a second) before the events of the batch before
+# them are built, and must not push that batch's people out before it uses them.
+LOADS_KEPT = 8
 
 
 @dataclass(frozen=True)
@@ -50,13 +54,14 @@ class Resolver:
     looks up the deals of a batch to come while another builds the events of the batch before.
     """
 
-    def __init__(self, client: AttioClient, user_id_attribute: str | None, cache_size: int = CACHE_SIZE):
+    def __init__(self, client: AttioClient, user_id_attribute: str | None, cache_size: int | None = None):
         self.client = client
         self.user_id_attribute = user_id_attribute
-        self.cache_size = cache_size
+        self.cache_size = cache_size or CACHE_SIZE
         self._people: OrderedDict[str, Person | None] = OrderedDict()  # None: Attio did not return them
         self._companies: OrderedDict[str, str | None] = OrderedDict()
         self._members: dict[str, str | None] | None = None
+        self._recent: deque[tuple[int, int]] = deque(maxlen=LOADS_KEPT)  # people, companies of the last loads
         # Held while the caches are read, changed or filled: a lookup another thread began for the same people
         # is waited for, not made twice.
         self._lock = threading.RLock()
@@ -97,9 +102,11 @@ class Resolver:
                     future.result()
         elif jobs:
             jobs[0]()
-        # Make room after the fetch, never evicting what this batch needs.
-        _trim(self._people, self.cache_size, len(wanted_people))
-        _trim(self._companies, self.cache_size, len(wanted_companies))
+        # Make room after the fetch, never evicting what this load or the last ones needed (the most recently
+        # used entries are theirs).
+        self._recent.append((len(wanted_people), len(wanted_companies)))
+        _trim(self._people, self.cache_size, sum(people for people, _ in self._recent))
+        _trim(self._companies, self.cache_size, sum(companies for _, companies in self._recent))
 
     def _fetch_people(self, ids: list[str]) -> None:
         found: dict[str, Person | None] = dict.fromkeys(ids)

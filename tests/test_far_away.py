@@ -12,6 +12,7 @@ import pytest
 
 from sync import attio as attio_module
 from sync import backfill as backfill_module
+from sync import resolve as resolve_module
 from sync import source as source_module
 from sync.attio import AttioClient, Page
 from sync.models import Deal, DealRef, Person, StageValue
@@ -24,18 +25,21 @@ PEOPLE_QUERY = "/v2/objects/people/records/query"
 COMPANIES_QUERY = "/v2/objects/companies/records/query"
 
 
-def _requests_seen(monkeypatch: pytest.MonkeyPatch, bodies: list[Any] | None = None) -> list[str]:
-    seen: list[str] = []
+def _requests_seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """(path, body) of each request made to Attio from now on, in order."""
+    seen: list[tuple[str, Any]] = []
     request = AttioClient.request
 
     def recording(self: AttioClient, method: str, path: str, *args: Any, **kwargs: Any) -> Page:
-        seen.append(path)
-        if bodies is not None:
-            bodies.append(kwargs.get("body"))
+        seen.append((path, kwargs.get("body")))
         return request(self, method, path, *args, **kwargs)
 
     monkeypatch.setattr(AttioClient, "request", recording)
     return seen
+
+
+def _paths(seen: list[tuple[str, Any]]) -> list[str]:
+    return [path for path, _ in list(seen)]
 
 
 def test_a_backfill_asks_for_its_first_page_of_deals_with_the_checks(attio, usermaven, run, monkeypatch):
@@ -61,17 +65,16 @@ def test_a_backfill_asks_for_its_first_page_of_deals_with_the_checks(attio, user
     assert not gave_up.is_set()
     # The page asked for with the checks is the walk's first: no page is asked for twice (the walk and the
     # sweep after it, one page each).
-    assert seen.count(DEALS_QUERY) == 2
+    assert _paths(seen).count(DEALS_QUERY) == 2
     assert len({e["event_attributes"]["deal_id"] for e in usermaven.events}) == 30
 
 
 def test_the_page_asked_for_with_the_checks_has_the_size_of_the_walk_s_pages(attio, usermaven, run, monkeypatch):
     monkeypatch.setattr(attio_module, "PAGE_SIZE", 20)
     add_leads(attio.workspace, "g", 60, days_back=100)
-    bodies: list[Any] = []
-    seen = _requests_seen(monkeypatch, bodies)
+    seen = _requests_seen(monkeypatch)
     assert run("run", "--backfill", "--since", "2020-01-01")[0] == 0
-    pages = [body for path, body in zip(seen, bodies, strict=True) if path == DEALS_QUERY]
+    pages = [body for path, body in seen if path == DEALS_QUERY]
     assert {body["limit"] for body in pages} == {20} and len(pages) > 3
 
 
@@ -80,9 +83,11 @@ def test_a_poll_does_not_ask_for_a_page_before_the_checks_are_answered(attio, us
     add_leads(attio.workspace, "g", 3, days_back=100)
     seen = _requests_seen(monkeypatch)
     assert run("run")[0] == 0  # the baseline
-    assert seen.index(DEALS_QUERY) > seen.index("/v2/self")
+    first = _paths(seen)
+    assert first.index(DEALS_QUERY) > first.index("/v2/self")
+    seen.clear()
     assert run("run")[0] == 0
-    later = seen[seen.index(DEALS_QUERY) + 1:]
+    later = _paths(seen)
     assert later.index(DEALS_QUERY) > later.index("/v2/self")
 
 
@@ -112,12 +117,14 @@ def test_far_away_a_batch_s_people_are_asked_for_before_its_histories_are_in(mix
     seen = _requests_seen(monkeypatch)
     code, _, err = run("run", "--backfill", "--since", "2020-01-01")  # Attio in-process: near
     assert code == 0, err
-    near, near_queries = _sent(usermaven), seen.count(PEOPLE_QUERY)
+    near, near_queries = _sent(usermaven), _paths(seen).count(PEOPLE_QUERY)
     usermaven.batches.clear()
     seen.clear()
 
     monkeypatch.setattr(source_module, "PAGE_SECONDS", 1e-9)  # any answer takes longer: Attio is far away
     monkeypatch.setenv("SYNC_STATE_DB", str(tmp_path / "far.db"))
+    # The reads run ahead of the batches (3 s at the default 100 requests a second: 300 deals), so a batch's
+    # last deal goes to be read while its first wait here.
     history = DealSource.history
     gave_up = threading.Event()
 
@@ -126,7 +133,7 @@ def test_far_away_a_batch_s_people_are_asked_for_before_its_histories_are_in(mix
         wanted = 1 if ref.record_id in {uid(f"m{n}") for n in range(100)} else 2
         if not gave_up.is_set():
             for _ in range(500):
-                if seen.count(PEOPLE_QUERY) >= wanted:
+                if _paths(seen).count(PEOPLE_QUERY) >= wanted:
                     break
                 threading.Event().wait(0.01)
             else:
@@ -139,7 +146,7 @@ def test_far_away_a_batch_s_people_are_asked_for_before_its_histories_are_in(mix
     assert not gave_up.is_set()
     # The same events, byte for byte, and no more lookups than a near run makes.
     assert _sent(usermaven) == near
-    assert seen.count(PEOPLE_QUERY) == near_queries == 2
+    assert _paths(seen).count(PEOPLE_QUERY) == near_queries == 2
 
 
 class _People:
@@ -164,9 +171,12 @@ def test_what_a_load_found_stays_though_another_thread_s_load_evicts_it_from_the
     resolver = Resolver(client, None, cache_size=2)  # type: ignore[arg-type]
     mine = Deal("d1", people_ids=("a", "b"), company_id="c")
     found = resolver.load([mine])
-    resolver.load([Deal("d2", people_ids=("x", "y", "z"))])  # another batch, looked up ahead: evicts a and b
+    for n in range(resolve_module.LOADS_KEPT):  # the batches after it, looked up ahead: a and b are evicted
+        resolver.load([Deal(f"d{n}", people_ids=(f"x{n}", f"y{n}"))])
+    asked = len(client.asked)
     assert found.identity(mine)[0] is not None
     assert found.identity(mine) == resolver.load([mine]).identity(mine)
+    assert ["a", "b"] in client.asked[asked:]  # they were evicted, and asked for again
     assert found.company_name(mine) == "Co c"
     assert found.people == {"a": Person("a", ("a@x.io",)), "b": Person("b", ("b@x.io",))}
 
@@ -176,13 +186,13 @@ def _far_and_near(run: Any, usermaven: Any, monkeypatch: pytest.MonkeyPatch, tmp
     """The events sent and the requests made by the same command near and then far (a second state file)."""
     seen = _requests_seen(monkeypatch)
     assert run(*argv)[0] == 0
-    near = (_sent(usermaven), list(seen))
+    near = (_sent(usermaven), _paths(seen))
     seen.clear()
     usermaven.batches.clear()
     monkeypatch.setattr(source_module, "PAGE_SECONDS", 1e-9)
     monkeypatch.setenv("SYNC_STATE_DB", str(tmp_path / "far.db"))
     assert run(*argv)[0] == 0
-    return near, (_sent(usermaven), list(seen))
+    return near, (_sent(usermaven), _paths(seen))
 
 
 def _lookups(seen: list[str]) -> list[str]:
@@ -204,20 +214,30 @@ def test_a_person_attio_does_not_return_is_asked_for_once(workspace, usermaven, 
     add_deal(workspace, uid("g1"), "G1", [("Lead", NOW - days(30))], people=[ghost, uid("p1")])
     add_deal(workspace, uid("g2"), "G2", [("Lead", NOW - days(5))], people=[ghost])
     workspace.people.remove(ghost)  # gone from Attio, still named by the deals
-    bodies: list[Any] = []
-    seen = _requests_seen(monkeypatch, bodies)
+    seen = _requests_seen(monkeypatch)
     monkeypatch.setattr(source_module, "PAGE_SECONDS", 1e-9)
     monkeypatch.setattr(backfill_module, "BATCH", 2)  # d1 d2 | g1 d3 | g2: the ghost in two batches
     assert run("run", "--backfill", "--since", "2020-01-01")[0] == 0
-    asked = [body for path, body in zip(seen, bodies, strict=True)
-             if path == PEOPLE_QUERY and ghost in json.dumps(body)]
+    asked = [body for path, body in seen if path == PEOPLE_QUERY and ghost in json.dumps(body)]
     assert len(asked) == 1
 
 
 def test_rechecking_held_events_reads_no_workspace_members(workspace, usermaven, run, monkeypatch):
-    """d3 has no person: its event is held, and the next poll checks it again; owner names are not needed."""
+    """d3 has no person: its event is held, and the next poll reads the deal again to check it; owner names are
+    not needed for that."""
     assert run("run", "--backfill", "--since", "2020-01-01")[0] == 0
     seen = _requests_seen(monkeypatch)
     assert run("run")[0] == 0
-    assert PEOPLE_QUERY in seen or DEALS_QUERY in seen
-    assert "/v2/workspace_members" not in seen
+    by_id = [body for path, body in seen if path == DEALS_QUERY and "$in" in json.dumps(body)]
+    assert any(uid("d3") in json.dumps(body) for body in by_id)  # the held deal was read again
+    assert "/v2/workspace_members" not in _paths(seen)
+
+
+def test_looking_up_ahead_evicts_no_people_a_batch_still_needs(mixed, usermaven, run, monkeypatch, tmp_path):
+    """The batches read ahead name more people than the cache holds (deals with many people, at a high rate):
+    the batch whose events come first keeps its people, and no one is looked up twice."""
+    monkeypatch.setattr(resolve_module, "CACHE_SIZE", 60)
+    (near_sent, near_seen), (far_sent, far_seen) = _far_and_near(
+        run, usermaven, monkeypatch, tmp_path, "run", "--backfill", "--since", "2020-01-01")
+    assert far_sent == near_sent
+    assert far_seen.count(PEOPLE_QUERY) == near_seen.count(PEOPLE_QUERY) == 2

@@ -39,6 +39,13 @@ HEADROOM = 0.98
 # Two requests start at least this fraction of the average interval apart: what a pause left unused in the
 # window is made up at twice the rate at most, not in one burst.
 MIN_SPACING = 0.5
+# A 429 says the margin above was not enough (requests delayed on their way more than it, or another client
+# of the workspace spending the same budget): the window widens by this factor, up to MAX_WIDENING times its
+# first width (10%: 90 requests a second at ATTIO_MAX_RPS 100), and narrows back by the same factor after each
+# RECOVER_AFTER windows' worth of requests without one.
+WIDEN_ON_429 = 1.02
+MAX_WIDENING = 1.10
+RECOVER_AFTER = 10
 
 
 class _Promise:
@@ -61,6 +68,7 @@ class RateLimiter:
     An urgent request (one the run waits for, such as the lookups of the batch about to be committed) takes
     the earliest start time given to a request still waiting, which gets the next free one instead: it waits
     for one slot, not behind every history read already queued. The start times given out stay the same.
+    After a 429, `slow_down` widens the window for a while (see WIDEN_ON_429).
     `clock` and `sleep` are for tests (by default a waiting request sleeps on its promise, so that it wakes
     when an urgent one takes it).
     """
@@ -70,6 +78,8 @@ class RateLimiter:
         self.count = max(1, math.floor(per_second))
         self.window = max(self.count / (per_second * HEADROOM), 1 / HEADROOM)
         self.spacing = self.window / self.count * MIN_SPACING
+        self._first = self.window
+        self._since_429 = 0  # starts given out since the last 429 (or the last step back)
         self._clock = clock
         self._sleep = sleep
         self._slots: deque[float] = deque(maxlen=self.count)  # the last `count` start times given out
@@ -86,6 +96,7 @@ class RateLimiter:
             if len(self._slots) == self.count:
                 slot = max(slot, self._slots[0] + self.window)
             self._slots.append(slot)
+            self._recover()
             promise = _Promise(slot)
             if urgent and self._waiting and self._waiting[0].slot < slot:
                 earlier = self._waiting.popleft()
@@ -99,6 +110,24 @@ class RateLimiter:
         elif promise.slot > now:
             (self._sleep or time.sleep)(promise.slot - now)
         self._hold_back_if_late()
+
+    def slow_down(self) -> None:
+        """Attio answered 429: widen the window by WIDEN_ON_429, up to MAX_WIDENING of its first width. Start
+        times already given out stay."""
+        with self._lock:
+            self._set_window(min(self.window * WIDEN_ON_429, self._first * MAX_WIDENING))
+            self._since_429 = 0
+
+    def _recover(self) -> None:
+        """RECOVER_AFTER windows' worth of starts without a 429: narrow the window back a step (under the lock)."""
+        self._since_429 += 1
+        if self.window > self._first and self._since_429 >= RECOVER_AFTER * self.count:
+            self._set_window(max(self._first, self.window / WIDEN_ON_429))
+            self._since_429 = 0
+
+    def _set_window(self, window: float) -> None:
+        self.window = window
+        self.spacing = window / self.count * MIN_SPACING
 
     def _hold_back_if_late(self) -> None:
         """Start now, unless requests that woke late (a thread waiting for the GIL while another parses a page)
@@ -154,7 +183,10 @@ def _retry_class(stats: RequestStats, limiter: RateLimiter | None) -> type[Retry
                       response: BaseHTTPResponse | None = None, error: Exception | None = None,
                       _pool: ConnectionPool | None = None, _stacktrace: TracebackType | None = None) -> Self:
             new = super().increment(method, url, response, error, _pool, _stacktrace)
-            stats.add(requests=1, retries=1, rate_limited=int(getattr(response, "status", 0) == 429))
+            limited = getattr(response, "status", 0) == 429
+            stats.add(requests=1, retries=1, rate_limited=int(limited))
+            if limited and limiter is not None:
+                limiter.slow_down()
             return new
 
         def get_retry_after(self, response: BaseHTTPResponse) -> float | None:

@@ -164,3 +164,23 @@ def test_a_socks_proxy_is_a_configuration_error(run, env, monkeypatch, no_proxy_
     code, out, err = run("run")
     assert code == 2 and "socks5 proxy, which this program cannot use" in err and "Traceback" not in err
     assert mocked.calls == []
+
+
+def test_a_429_from_attio_slows_the_client_s_limiter(attio, workspace, usermaven, run, env, monkeypatch):
+    """The server counted more than it allows in a second: the limiter widens its window (see
+    tests/test_rate_limiter.py for the pace), rather than keep the margin that just failed."""
+    from sync.attio import AttioClient
+
+    limiters: list[tuple[RateLimiter, float]] = []
+    init = AttioClient.__init__
+
+    def keeping(self: AttioClient, *args: object, **kwargs: object) -> None:
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+        limiters.append((self.limiter, self.limiter.window))
+
+    monkeypatch.setattr(AttioClient, "__init__", keeping)
+    attio.fail_next(2, status=429, endpoint="records_query")
+    assert run("run")[0] == 0
+    assert attio.stats["faults"] == 2
+    ((limiter, first),) = limiters
+    assert limiter.window == pytest.approx(first * 1.02 ** 2)

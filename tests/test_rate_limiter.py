@@ -166,3 +166,42 @@ def test_an_urgent_request_with_nobody_waiting_earlier_leaves_no_start_time_to_t
     limiter.wait(urgent=True)
     limiter.wait(urgent=True)  # sleeps until its own time: nobody waits
     assert not limiter._waiting
+
+
+@pytest.mark.parametrize("per_second", [25, 100])
+def test_after_a_429_the_limiter_leaves_a_wider_margin_up_to_a_tenth(per_second):
+    """A 429 means requests reached Attio later than the margin allows (or another client spends the same
+    budget): the next ones go a little slower, for the rest of the run, and never below 90% of the first pace."""
+    limiter, clock = _limiter(per_second)
+    first = limiter.window
+    _starts(limiter, clock, 3 * per_second)
+    limiter.slow_down()
+    assert limiter.window == pytest.approx(first * 1.02)
+    after = _starts(limiter, clock, 5 * per_second)
+    # No window of the wider width holds more than the ceiling, once the starts given before it have passed.
+    settled = after[per_second:]
+    assert limiter.window == pytest.approx(first * 1.02)  # still: no ten windows without a 429 yet
+    assert _most_in_a_window(settled, limiter.window * 0.999) <= limiter.count
+    for _ in range(50):
+        limiter.slow_down()
+    assert limiter.window == pytest.approx(first * 1.10)
+    busy = _starts(limiter, clock, 8 * per_second)[2 * per_second:]  # once the narrower windows have passed
+    # `count` starts per widest window: 10% under the first pace, not slower.
+    gaps = {round(busy[i + limiter.count] - busy[i], 6) for i in range(len(busy) - limiter.count)}
+    assert gaps == {round(first * 1.10, 6)}
+
+
+def test_the_window_narrows_back_after_ten_windows_without_a_429():
+    limiter, clock = _limiter(50)
+    first = limiter.window
+    for _ in range(3):
+        limiter.slow_down()
+    _starts(limiter, clock, 10 * 50 - 1)
+    assert limiter.window == pytest.approx(first * 1.02 ** 3)  # not yet
+    _starts(limiter, clock, 1)
+    assert limiter.window == pytest.approx(first * 1.02 ** 2)
+    limiter.slow_down()  # another 429: the count starts again
+    _starts(limiter, clock, 10 * 50 - 1)
+    assert limiter.window == pytest.approx(first * 1.02 ** 3)
+    _starts(limiter, clock, 10 * 50 * 5)
+    assert limiter.window == pytest.approx(first)  # and never narrower than it began

@@ -41,8 +41,9 @@ HEADROOM = 0.98
 MIN_SPACING = 0.5
 # A 429 says the margin above was not enough (requests delayed on their way more than it, or another client
 # of the workspace spending the same budget): the window widens by this factor, up to MAX_WIDENING times its
-# first width (10%: 90 requests a second at ATTIO_MAX_RPS 100), and narrows back by the same factor after each
-# RECOVER_AFTER windows' worth of requests without one.
+# first width (about 89 requests a second at ATTIO_MAX_RPS 100), and narrows back by the same factor after each
+# RECOVER_AFTER windows' worth of requests without one. The 429s of one window count once: a second the server
+# found over its limit refuses every request past it, several of those in flight at once.
 WIDEN_ON_429 = 1.02
 MAX_WIDENING = 1.10
 RECOVER_AFTER = 10
@@ -80,6 +81,7 @@ class RateLimiter:
         self.spacing = self.window / self.count * MIN_SPACING
         self._first = self.window
         self._since_429 = 0  # starts given out since the last 429 (or the last step back)
+        self._widened_at: float | None = None
         self._clock = clock
         self._sleep = sleep
         self._slots: deque[float] = deque(maxlen=self.count)  # the last `count` start times given out
@@ -112,11 +114,15 @@ class RateLimiter:
         self._hold_back_if_late()
 
     def slow_down(self) -> None:
-        """Attio answered 429: widen the window by WIDEN_ON_429, up to MAX_WIDENING of its first width. Start
-        times already given out stay."""
+        """Attio answered 429: widen the window by WIDEN_ON_429, up to MAX_WIDENING of its first width, unless it
+        was widened less than a window ago (the same overfull second). Start times already given out stay."""
         with self._lock:
-            self._set_window(min(self.window * WIDEN_ON_429, self._first * MAX_WIDENING))
+            now = self._clock()
             self._since_429 = 0
+            if self._widened_at is not None and now - self._widened_at < self.window:
+                return
+            self._widened_at = now
+            self._set_window(min(self.window * WIDEN_ON_429, self._first * MAX_WIDENING))
 
     def _recover(self) -> None:
         """RECOVER_AFTER windows' worth of starts without a 429: narrow the window back a step (under the lock)."""

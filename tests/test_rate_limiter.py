@@ -183,6 +183,7 @@ def test_after_a_429_the_limiter_leaves_a_wider_margin_up_to_a_tenth(per_second)
     assert limiter.window == pytest.approx(first * 1.02)  # still: no ten windows without a 429 yet
     assert _most_in_a_window(settled, limiter.window * 0.999) <= limiter.count
     for _ in range(50):
+        clock.now += limiter.window * 1.01  # 429s more than a window apart: each widens
         limiter.slow_down()
     assert limiter.window == pytest.approx(first * 1.10)
     busy = _starts(limiter, clock, 8 * per_second)[2 * per_second:]  # once the narrower windows have passed
@@ -191,15 +192,30 @@ def test_after_a_429_the_limiter_leaves_a_wider_margin_up_to_a_tenth(per_second)
     assert gaps == {round(first * 1.10, 6)}
 
 
+def test_the_429s_of_one_overfull_second_widen_the_window_once():
+    """The server refuses every request past its limit in that second: several come back 429 at once."""
+    limiter, clock = _limiter(50)
+    first = limiter.window
+    for _ in range(5):
+        limiter.slow_down()
+        clock.now += 0.01
+    assert limiter.window == pytest.approx(first * 1.02)
+    clock.now += limiter.window * 1.01
+    limiter.slow_down()  # a later second over the limit: once more
+    assert limiter.window == pytest.approx(first * 1.02 ** 2)
+
+
 def test_the_window_narrows_back_after_ten_windows_without_a_429():
     limiter, clock = _limiter(50)
     first = limiter.window
     for _ in range(3):
+        clock.now += limiter.window * 1.01
         limiter.slow_down()
     _starts(limiter, clock, 10 * 50 - 1)
     assert limiter.window == pytest.approx(first * 1.02 ** 3)  # not yet
     _starts(limiter, clock, 1)
     assert limiter.window == pytest.approx(first * 1.02 ** 2)
+    clock.now += limiter.window * 1.01
     limiter.slow_down()  # another 429: the count starts again
     _starts(limiter, clock, 10 * 50 - 1)
     assert limiter.window == pytest.approx(first * 1.02 ** 3)

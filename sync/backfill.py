@@ -167,15 +167,14 @@ def _looking_up(currents: Iterator[Current], lookups: ThreadPoolExecutor, source
     A lookup that fails here is made again, and its error raised, when the batch's events are built; the
     batches after it are no longer looked up ahead (Attio is failing: the retries are not made twice)."""
     batch: list[Current] = []
-    failed = threading.Event()
+    failed = threading.Event()  # set by the first lookup that fails: the ones after it do nothing
     for current in currents:
         batch.append(current)
         if len(batch) == BATCH:
-            if not failed.is_set():
-                lookups.submit(_look_up, batch, source, resolver, since, until, failed)
+            lookups.submit(_look_up, batch, source, resolver, since, until, failed)
             batch = []
         yield current
-    if batch and not failed.is_set():
+    if batch:
         lookups.submit(_look_up, batch, source, resolver, since, until, failed)
 
 

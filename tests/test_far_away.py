@@ -15,10 +15,11 @@ from sync import backfill as backfill_module
 from sync import resolve as resolve_module
 from sync import source as source_module
 from sync.attio import AttioClient, Page
+from sync.errors import AttioError
 from sync.models import Deal, DealRef, Person, StageValue
 from sync.resolve import Resolver
 from sync.source import DealSource
-from tests.conftest import NOW, add_deal, add_leads, days, uid
+from tests.conftest import NOW, add_deal, add_leads, days, ledger_rows, uid
 
 DEALS_QUERY = "/v2/objects/deals/records/query"
 PEOPLE_QUERY = "/v2/objects/people/records/query"
@@ -241,3 +242,32 @@ def test_looking_up_ahead_evicts_no_people_a_batch_still_needs(mixed, usermaven,
         run, usermaven, monkeypatch, tmp_path, "run", "--backfill", "--since", "2020-01-01")
     assert far_sent == near_sent
     assert far_seen.count(PEOPLE_QUERY) == near_seen.count(PEOPLE_QUERY) == 2
+
+
+def test_after_a_lookup_ahead_fails_the_pass_looks_people_up_with_their_events(mixed, usermaven, run, env,
+                                                                                monkeypatch):
+    """Attio fails the first lookup ahead (after every retry): the batch's events ask again, and the batches
+    after it are looked up with their events, not ahead (their retries are not made twice)."""
+    monkeypatch.setattr(source_module, "PAGE_SECONDS", 1e-9)
+    records_by_id, load = AttioClient.records_by_id, Resolver._load
+    loader: list[str] = []  # the thread whose load is under way (one at a time: the resolver's lock)
+    asked_by: list[str] = []  # the thread whose load asked for people, per people query
+
+    def loading(self: Resolver, deals: list[Deal]) -> None:
+        loader[:] = [threading.current_thread().name.split("_")[0]]
+        load(self, deals)
+
+    def failing_once(self: AttioClient, object_: str, ids: list[str]) -> list[dict]:
+        if object_ == "people":
+            asked_by.extend(loader)
+            if len(asked_by) == 1:
+                raise AttioError("Attio answered 503 (after every retry)", status=503)
+        return records_by_id(self, object_, ids)
+
+    monkeypatch.setattr(Resolver, "_load", loading)
+    monkeypatch.setattr(AttioClient, "records_by_id", failing_once)
+    code, _, err = run("run", "--backfill", "--since", "2020-01-01")
+    assert code == 0, err
+    # The failed lookup ahead, then the first batch's events asking again, then the second batch's events.
+    assert asked_by == ["lookup", "ahead", "ahead"]
+    assert len([row for row in ledger_rows(env) if row["state"] == "sent"]) == len(usermaven.events) > 0

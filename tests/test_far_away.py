@@ -271,3 +271,16 @@ def test_after_a_lookup_ahead_fails_the_pass_looks_people_up_with_their_events(m
     # The failed lookup ahead, then the first batch's events asking again, then the second batch's events.
     assert asked_by == ["lookup", "ahead", "ahead"]
     assert len([row for row in ledger_rows(env) if row["state"] == "sent"]) == len(usermaven.events) > 0
+
+
+def test_a_first_page_that_fails_with_the_checks_stops_the_backfill_as_before(workspace, attio, usermaven, run,
+                                                                               env):
+    """The page asked for beside the checks fails after every retry: its error is the run's (exit 1), nothing
+    is recorded, and the next run reads it again."""
+    attio.fail_next(7, status=503, endpoint="records_query", message="Service unavailable")
+    code, _, err = run("run", "--backfill", "--since", "2020-01-01")
+    assert code == 1
+    assert "Attio answered 503" in err and "Service unavailable" in err
+    assert ledger_rows(env) == [] and usermaven.events == []
+    assert run("run", "--backfill", "--since", "2020-01-01")[0] == 0
+    assert len(usermaven.events) > 0

@@ -154,12 +154,41 @@ def collect_garbage_less() -> None:
     gc.set_threshold(GC_THRESHOLD, 20, 20)
 
 
+def run_on_one_cpu() -> None:
+    """Keep the process's threads on one CPU, the one it runs on now (of those it may use), on systems that let
+    a process choose (Linux). Called before any thread starts: threads inherit it.
+
+    The threads take turns holding Python's GIL and hand it over at every socket call, a few times per history
+    read. On two cores each handover woke a thread on the other one: with Attio answering at once, a backfill
+    made three times the context switches and spent about a sixth more CPU than on one core, and took longer
+    (benchmarks/bench.py; the README's Performance). What runs without the GIL (SQLite, the kernel's share of
+    the sockets) is small beside it, and within Attio's rate limit a run needs a fraction of one core."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_setaffinity") else set()
+    if len(allowed) < 2:
+        return
+    cpu = current_cpu()
+    try:
+        os.sched_setaffinity(0, {cpu if cpu in allowed else min(allowed)})
+    except OSError:  # not allowed here (a seccomp profile, say): the process runs as it was
+        pass
+
+
+def current_cpu() -> int | None:
+    """The CPU this thread last ran on (Linux's /proc), None where that cannot be read."""
+    try:
+        fields = Path("/proc/thread-self/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[36])  # field 39 of stat(5), `processor`; the split starts at field 3
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def entry_point() -> int:
     """The `attio-usermaven-sync` command and `python -m sync`: the settings of the whole process (glibc's
-    mmap threshold, the cycle collector), then `main`. Not `main`'s own: tests call it many times in one
-    process."""
+    mmap threshold, the cycle collector, one CPU), then `main`. Not `main`'s own: tests call it many times in
+    one process."""
     keep_memory_flat()
     collect_garbage_less()
+    run_on_one_cpu()
     return main()
 
 

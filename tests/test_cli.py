@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sync import cli
 from sync.errors import ConfigError
 from sync.lock import StateLock
 from tests.conftest import NOW, SECRETS, add_leads, uid
@@ -412,3 +413,54 @@ def test_the_command_sets_the_collector_for_its_process_and_main_alone_does_not(
         out = subprocess.run([sys.executable, "-c", script.format(call=call)], capture_output=True, text=True,
                              check=True).stdout
         assert out.split("\n")[-2] == expected, out
+
+
+@pytest.mark.skipif(len(getattr(os, "sched_getaffinity", lambda _: ())(0)) < 2,
+                    reason="needs a system that lets a process choose among two CPUs or more")
+def test_the_command_keeps_its_threads_on_one_cpu_of_those_it_may_use_and_main_alone_does_not():
+    """`entry_point` pins the process to one CPU it was allowed (threads started later inherit it); `main`, which
+    tests call, leaves the process as it was."""
+    script = ("import json, os, sys, threading\nfrom sync import cli\n"
+              "sys.argv = ['attio-usermaven-sync', '--version']\n"
+              "allowed = sorted(os.sched_getaffinity(0))\n{call}\nseen = []\n"
+              "thread = threading.Thread(target=lambda: seen.append(sorted(os.sched_getaffinity(0))))\n"
+              "thread.start(); thread.join()\nprint(json.dumps([allowed, sorted(os.sched_getaffinity(0)), seen[0]]))")
+    for call in ("cli.main()", "cli.entry_point()"):
+        out = subprocess.run([sys.executable, "-c", script.format(call=call)], capture_output=True, text=True,
+                             check=True).stdout
+        allowed, now, thread = json.loads(out.split("\n")[-2])
+        if call == "cli.main()":
+            assert now == thread == allowed, out
+        else:
+            assert len(now) == 1 and now[0] in allowed and thread == now, out
+
+
+@pytest.mark.skipif(len(getattr(os, "sched_getaffinity", lambda _: ())(0)) < 2,
+                    reason="needs a system that lets a process choose among two CPUs or more")
+def test_one_cpu_is_chosen_among_those_the_process_was_given():
+    """An operator's `taskset` (or a container's cpuset) is kept: the CPU is one of the allowed, the one the
+    process runs on."""
+    allowed = sorted(os.sched_getaffinity(0))
+    script = ("import os\nfrom sync import cli\nos.sched_setaffinity(0, {given})\ncli.run_on_one_cpu()\n"
+              "print(sorted(os.sched_getaffinity(0))[0], cli.current_cpu())")
+    for given in ({allowed[0], allowed[-1]}, {allowed[-1]}):
+        out = subprocess.run([sys.executable, "-c", script.format(given=given)], capture_output=True, text=True,
+                             check=True).stdout.split()
+        assert int(out[0]) in given and int(out[0]) == int(out[1]), out
+
+
+def test_without_a_way_to_choose_cpus_the_process_is_left_as_it_was(monkeypatch):
+    """Where the system has no sched_setaffinity (macOS, Windows) nothing is pinned and nothing fails."""
+    monkeypatch.delattr(os, "sched_setaffinity", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: pytest.fail("asked for the CPUs"), raising=False)
+    cli.run_on_one_cpu()
+
+
+def test_a_system_that_refuses_to_pin_leaves_the_process_as_it_was(monkeypatch):
+    """A seccomp profile may refuse sched_setaffinity: the run goes on, on the CPUs it had."""
+    def refused(pid: int, cpus: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "sched_setaffinity", refused, raising=False)
+    cli.run_on_one_cpu()

@@ -54,3 +54,28 @@ def test_an_sqlite_that_allows_999_variables_takes_the_rows_in_smaller_statement
                           "stage_title": "Won", "stage_since": "2025-01-01T00:00:00.000000Z"} for n in range(600)])
     assert state.db.execute("select count(*) from ledger").fetchone()[0] == 603
     assert state.db.execute("select count(*) from deals").fetchone()[0] == 600
+
+
+def test_pending_events_are_read_by_their_own_index_oldest_first_also_in_a_dry_run(tmp_path):
+    """Without statistics SQLite would read pending rows by the index on the state and sort them all for every
+    chunk; the index of pending rows gives them in order. The dry run reads the file's through the same index."""
+    from sync.state import open_state
+    from sync.state.dry import DryLedger
+
+    path = tmp_path / "sync.db"
+    state = open_state(path)
+    with state.atomic():
+        state.ledger.add([_row(n) for n in range(40)])
+        state.ledger.mark_sent([f"ev-{n}" for n in range(0, 40, 2)])
+    state.close()
+    for dry_run in (False, True):
+        state = open_state(path, dry_run=dry_run)
+        assert isinstance(state.ledger, DryLedger) == dry_run
+        rows = [row for chunk in state.ledger.iter_pending(batch=7) for row in chunk]
+        assert [r["event_id"] for r in rows] == sorted((f"ev-{n}" for n in range(1, 40, 2)),
+                                                       key=lambda e: (_row(int(e[3:]))["changed_at"], e))
+        plan = " ".join(r[3] for r in state.db.execute(
+            f"explain query plan select event_id from {state.ledger.pending_table} where state = 'pending' "
+            "and (changed_at, event_id) > ('', '') order by changed_at, event_id limit 7"))
+        assert "USING INDEX idx_ledger_pending" in plan and "idx_ledger_state " not in plan + " ", plan
+        state.close()

@@ -154,7 +154,8 @@ def test_ctrl_c_twice_sends_no_batch_twice_in_the_run(attio, usermaven, mocked, 
         close(self)
 
     monkeypatch.setattr(delivery.Sender, "close", closing_close)
-    assert run("run", "--backfill", "--since", "2020-01-01")[0] == 130
+    code, out, err = run("run", "--backfill", "--since", "2020-01-01")
+    assert code == 130, err
     assert watch.second  # the second Ctrl-C came while the run waited in Sender.close
     deliveries = _deliveries(usermaven)
     assert set(deliveries.values()) == {1}

@@ -103,6 +103,37 @@ def test_a_state_file_from_an_older_version_is_upgraded(workspace, usermaven, ru
     assert run("run")[0] == 0 and len(usermaven.events) == 1
 
 
+def test_a_ledger_from_before_the_index_of_pending_events_is_upgraded_and_its_pending_events_sent(
+        state_file, usermaven, run):
+    """A file migrated up to m005 (pending rows found by the index on (state, changed_at)): the next run replaces
+    that index with the index of pending rows and the index on the state, and sends what was pending."""
+    conn = sqlite3.connect(state_file)
+    try:
+        with conn:
+            pending = [r[0] for r in conn.execute("select event_id from ledger where state = 'sent' "
+                                                   "order by changed_at limit 7")]
+            conn.execute(f"update ledger set state = 'pending', sent_at = null where event_id in "
+                         f"({','.join('?' * len(pending))})", pending)
+            conn.execute("drop index idx_ledger_pending")
+            conn.execute("drop index idx_ledger_state")
+            conn.execute("create index idx_ledger_state_changed_at on ledger (state, changed_at)")
+            conn.execute("delete from _sqlite_migrations where name = 'm006_pending_index'")
+    finally:
+        conn.close()
+    before = len(usermaven.events)
+    assert run("run")[0] == 0
+    assert sorted(e["event_id"] for e in usermaven.events[before:]) == sorted(pending)
+    conn = sqlite3.connect(state_file)
+    try:
+        indexes = {r[0] for r in conn.execute("select name from sqlite_master where tbl_name = 'ledger' "
+                                              "and type = 'index' and sql is not null")}
+        assert conn.execute("select count(*) from ledger where state = 'pending'").fetchone()[0] == 0
+    finally:
+        conn.close()
+    assert indexes == {"idx_ledger_deal_key", "idx_ledger_held_reason", "idx_ledger_pending_error",
+                       "idx_ledger_pending", "idx_ledger_state"}
+
+
 def test_a_state_where_wal_cannot_be_set_exits_2(run, env, mocked, workspace, monkeypatch):
     """On a network file system SQLite keeps the old journal mode; seen here as an in-memory database does."""
     connect = sqlite3.connect

@@ -17,7 +17,7 @@ from sqlite_utils import Database
 from sync.models import DealRef
 from sync.state.backfills import Backfills
 from sync.state.checkpoints import Checkpoints
-from sync.state.ledger import STATES, Ledger
+from sync.state.ledger import PENDING, STATES, Ledger
 from sync.state.notices import REPEAT_EVERY, Notices, _parse
 from sync.state.retries import Retries
 from sync.state.runs import Runs
@@ -26,6 +26,7 @@ from sync.state.sql import chunks, marks
 
 OVERLAY = "temp.dry_ledger"
 VIEW = "temp.dry_ledger_all"
+PENDING_VIEW = "temp.dry_ledger_pending"
 
 
 class DryLedger(Ledger):
@@ -38,7 +39,11 @@ class DryLedger(Ledger):
                           flags=re.IGNORECASE))
         db.execute(f"CREATE VIEW {VIEW} AS SELECT * FROM main.ledger WHERE event_id NOT IN "
                    f"(SELECT event_id FROM {OVERLAY}) UNION ALL SELECT * FROM {OVERLAY}")
+        db.execute(f"CREATE VIEW {PENDING_VIEW} AS SELECT * FROM main.ledger INDEXED BY idx_ledger_pending "
+                   f"WHERE state = '{PENDING}' AND event_id NOT IN (SELECT event_id FROM {OVERLAY}) "
+                   f"UNION ALL SELECT * FROM {OVERLAY} WHERE state = '{PENDING}'")
         self.read_table, self.write_table = "dry_ledger_all", OVERLAY
+        self.pending_table = "dry_ledger_pending"
 
     def _copy_on_write(self, event_ids: Sequence[str]) -> None:
         for chunk in chunks(event_ids):

@@ -78,3 +78,18 @@ def m005_status_indexes(db: Database) -> None:
     db.execute("create index idx_ledger_held_reason on ledger (reason) where state = 'held'")
     db.execute("create index idx_ledger_pending_error on ledger (last_error) "
                "where state = 'pending' and last_error is not null")
+
+
+@migrations()
+def m006_pending_index(db: Database) -> None:
+    """The events waiting to be sent in an index of their own, oldest first, and the states counted by an index
+    on the state alone.
+
+    The index on (state, changed_at) held every row: a backfill records transitions of any date, so each new row
+    went to a random place in it, and marking the row sent moved it to another, and every commit wrote a page of
+    it for most rows (a sixth of a large backfill's SQLite work). The pending rows are the few a run has not sent
+    yet, so their index stays small; in the index on the state, rows follow their order of recording, so
+    recording and marking sent both write near its end."""
+    db.execute("create index idx_ledger_pending on ledger (changed_at, event_id) where state = 'pending'")
+    db.execute("create index idx_ledger_state on ledger (state)")
+    db.execute("drop index idx_ledger_state_changed_at")

@@ -156,20 +156,22 @@ def collect_garbage_less() -> None:
 
 def run_on_one_cpu() -> None:
     """Keep the process's threads on one CPU, the one it runs on now (of those it may use), on systems that let
-    a process choose (Linux). Called before any thread starts: threads inherit it.
+    a process choose (Linux) and with Python's GIL. Called before any thread starts: threads inherit it.
 
-    The threads take turns holding Python's GIL and hand it over at every socket call, a few times per history
-    read. On two cores each handover woke a thread on the other one: with Attio answering at once, a backfill
-    made three times the context switches and spent about a sixth more CPU than on one core, and took longer
+    The threads take turns holding the GIL and hand it over at every socket call, a few times per history read.
+    On two cores each handover woke a thread on the other one: with Attio answering at once, a backfill made
+    three times the context switches and spent about a sixth more CPU than on one core, and took longer
     (benchmarks/bench.py; the README's Performance). What runs without the GIL (SQLite, the kernel's share of
-    the sockets) is small beside it, and within Attio's rate limit a run needs a fraction of one core."""
-    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_setaffinity") else set()
-    if len(allowed) < 2:
-        return
-    cpu = current_cpu()
+    the sockets) is small beside it, and within Attio's rate limit a run needs a fraction of one core. Where the
+    CPU it runs on cannot be read, or the system refuses, the process is left as it was."""
+    if not hasattr(os, "sched_setaffinity") or not getattr(sys, "_is_gil_enabled", lambda: True)():
+        return  # no way to choose (macOS, Windows), or a free-threaded Python whose threads do run at once
     try:
-        os.sched_setaffinity(0, {cpu if cpu in allowed else min(allowed)})
-    except OSError:  # not allowed here (a seccomp profile, say): the process runs as it was
+        allowed = os.sched_getaffinity(0)
+        cpu = current_cpu()
+        if len(allowed) > 1 and cpu in allowed:
+            os.sched_setaffinity(0, {cpu})
+    except OSError:  # not allowed here (a seccomp profile, say)
         pass
 
 

@@ -438,15 +438,24 @@ def test_the_command_keeps_its_threads_on_one_cpu_of_those_it_may_use_and_main_a
 @pytest.mark.skipif(len(getattr(os, "sched_getaffinity", lambda _: ())(0)) < 2,
                     reason="needs a system that lets a process choose among two CPUs or more")
 def test_one_cpu_is_chosen_among_those_the_process_was_given():
-    """An operator's `taskset` (or a container's cpuset) is kept: the CPU is one of the allowed, the one the
-    process runs on."""
+    """An operator's `taskset` (or a container's cpuset) is kept: the process ends on one CPU of the two it was
+    given, the one it runs on."""
     allowed = sorted(os.sched_getaffinity(0))
-    script = ("import os\nfrom sync import cli\nos.sched_setaffinity(0, {given})\ncli.run_on_one_cpu()\n"
-              "print(sorted(os.sched_getaffinity(0))[0], cli.current_cpu())")
-    for given in ({allowed[0], allowed[-1]}, {allowed[-1]}):
-        out = subprocess.run([sys.executable, "-c", script.format(given=given)], capture_output=True, text=True,
-                             check=True).stdout.split()
-        assert int(out[0]) in given and int(out[0]) == int(out[1]), out
+    given = {allowed[0], allowed[-1]}
+    script = ("import json, os\nfrom sync import cli\nos.sched_setaffinity(0, {given})\ncli.run_on_one_cpu()\n"
+              "print(json.dumps([sorted(os.sched_getaffinity(0)), cli.current_cpu()]))")
+    out = subprocess.run([sys.executable, "-c", script.format(given=given)], capture_output=True, text=True,
+                         check=True).stdout
+    now, cpu = json.loads(out)
+    assert len(now) == 1 and now[0] in given and now[0] == cpu, out
+
+
+def test_where_the_cpu_it_runs_on_cannot_be_read_the_process_is_left_as_it_was(monkeypatch):
+    """No guess (such as the lowest CPU, where every such process would then pile up)."""
+    monkeypatch.setattr(cli, "current_cpu", lambda: None)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "sched_setaffinity", lambda pid, cpus: pytest.fail("pinned"), raising=False)
+    cli.run_on_one_cpu()
 
 
 def test_without_a_way_to_choose_cpus_the_process_is_left_as_it_was(monkeypatch):
@@ -457,10 +466,23 @@ def test_without_a_way_to_choose_cpus_the_process_is_left_as_it_was(monkeypatch)
 
 
 def test_a_system_that_refuses_to_pin_leaves_the_process_as_it_was(monkeypatch):
-    """A seccomp profile may refuse sched_setaffinity: the run goes on, on the CPUs it had."""
-    def refused(pid: int, cpus: object) -> None:
+    """A seccomp profile may refuse sched_setaffinity or sched_getaffinity: the run goes on, on the CPUs it
+    had."""
+    def refused(*args: object) -> None:
         raise PermissionError(1, "Operation not permitted")
 
+    monkeypatch.setattr(cli, "current_cpu", lambda: 1)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(os, "sched_setaffinity", refused, raising=False)
+    cli.run_on_one_cpu()
+    monkeypatch.setattr(os, "sched_getaffinity", refused, raising=False)
+    cli.run_on_one_cpu()
+
+
+def test_a_free_threaded_python_is_left_on_every_cpu(monkeypatch):
+    """Without the GIL (Python 3.13t) the threads do run at once: one CPU would only slow them down."""
+    monkeypatch.setattr(sys, "_is_gil_enabled", lambda: False, raising=False)
+    monkeypatch.setattr(cli, "current_cpu", lambda: 1)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "sched_setaffinity", lambda pid, cpus: pytest.fail("pinned"), raising=False)
     cli.run_on_one_cpu()

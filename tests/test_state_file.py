@@ -116,6 +116,7 @@ def test_a_ledger_from_before_the_index_of_pending_events_is_upgraded_and_its_pe
                          f"({','.join('?' * len(pending))})", pending)
             conn.execute("drop index idx_ledger_pending")
             conn.execute("drop index idx_ledger_state")
+            conn.execute("drop index idx_ledger_failed")
             conn.execute("create index idx_ledger_state_changed_at on ledger (state, changed_at)")
             conn.execute("delete from _sqlite_migrations where name = 'm006_pending_index'")
     finally:
@@ -131,7 +132,7 @@ def test_a_ledger_from_before_the_index_of_pending_events_is_upgraded_and_its_pe
     finally:
         conn.close()
     assert indexes == {"idx_ledger_deal_key", "idx_ledger_held_reason", "idx_ledger_pending_error",
-                       "idx_ledger_pending", "idx_ledger_state"}
+                       "idx_ledger_pending", "idx_ledger_state", "idx_ledger_failed"}
 
 
 def test_a_state_where_wal_cannot_be_set_exits_2(run, env, mocked, workspace, monkeypatch):

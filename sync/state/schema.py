@@ -92,4 +92,6 @@ def m006_pending_index(db: Database) -> None:
     recording and marking sent both write near its end."""
     db.execute("create index idx_ledger_pending on ledger (changed_at, event_id) where state = 'pending'")
     db.execute("create index idx_ledger_state on ledger (state)")
+    # `status` lists the latest failures: by an index of failed rows, as the one it replaces gave them.
+    db.execute("create index idx_ledger_failed on ledger (changed_at) where state = 'failed'")
     db.execute("drop index idx_ledger_state_changed_at")

@@ -70,6 +70,25 @@ def test_a_state_file_missing_a_column_exits_2_and_is_left_as_it_is(state_file, 
     _refused_untouched(run, mocked, state_file, "lacks what its migrations made (backfill_done, ledger.payload)")
 
 
+def test_a_state_file_missing_an_index_exits_2_and_is_left_as_it_is(state_file, run, mocked):
+    """The ledger's reads name their indexes (INDEXED BY): one dropped by hand is said, not an internal error."""
+    conn = sqlite3.connect(state_file)
+    with conn:
+        conn.execute("drop index idx_ledger_failed")
+    conn.close()
+    _refused_untouched(run, mocked, state_file, "lacks what its migrations made (index idx_ledger_failed)")
+
+
+def test_the_journal_is_copied_into_the_file_every_wal_pages_pages(tmp_path):
+    """A backfill's index pages change in many commits: copied into the file every WAL_PAGES pages (40 MB),
+    not SQLite's 1,000, each is written there once per copy."""
+    state = state_module.open_state(tmp_path / "sync.db")
+    try:
+        assert state.db.execute("pragma wal_autocheckpoint").fetchone()[0] == state_module.WAL_PAGES == 10_000
+    finally:
+        state.close()
+
+
 def test_another_programs_database_exits_2(run, mocked, workspace, tmp_path):
     other = tmp_path / "other.db"
     conn = sqlite3.connect(other)

@@ -112,7 +112,7 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
 def check_file(path: Path, quick: bool = True) -> None:
     """Raise StateError if the file at `path` is not a state this version can use: damaged (SQLite's quick
     check, unless `quick` is False), made by a newer version (a migration this one does not know), or lacking
-    a table or column its migrations made. Reads only."""
+    a table, column or index its migrations made. Reads only."""
     advice = "the file was not changed"
     try:
         conn = _read_only(path)
@@ -155,9 +155,11 @@ def _problem(conn: sqlite3.Connection, quick: bool = True) -> str | None:
     if unknown:
         return (f"was made by a newer version of attio-usermaven-sync (migration {', '.join(unknown)}, which "
                 f"version {__version__} does not know): upgrade attio-usermaven-sync, or point --state at another file")
+    schema, indexes = _schema_after(applied)
     missing = sorted(f"{table}.{column}" if column else table
-               for table, columns in _schema_after(applied).items()
+                     for table, columns in schema.items()
                      for column in ([None] if table not in tables else columns - _columns(conn, table)))
+    missing += sorted(f"index {name}" for name in indexes - _indexes(conn))  # queries name them (INDEXED BY)
     if missing:
         return (f"lacks what its migrations made ({', '.join(missing)}): it was changed by another program or by "
                 f"hand; {DAMAGED}")
@@ -168,14 +170,21 @@ def _known_migrations() -> list[str]:
     return [m.name for m in migrations.pending(Database(memory=True))]
 
 
-def _schema_after(applied: list[str]) -> dict[str, set[str]]:
-    """The tables and columns the migrations in `applied` make, read from an in-memory database."""
+def _schema_after(applied: list[str]) -> tuple[dict[str, set[str]], set[str]]:
+    """The tables and columns, and the indexes, the migrations in `applied` make, read from an in-memory
+    database."""
     db = Database(memory=True)
     later = [name for name in _known_migrations() if name not in applied]
     migrations.apply(db, stop_before=later or None)
     schema = {table: _columns(db.conn, table) for table in db.table_names() if not table.startswith("_")}
+    indexes = {name for name in _indexes(db.conn) if not name.startswith("idx__sqlite_migrations")}
     db.close()
-    return schema
+    return schema, indexes
+
+
+def _indexes(conn: sqlite3.Connection) -> set[str]:
+    """The indexes made by a statement (a table's own keys aside)."""
+    return {row[0] for row in conn.execute("select name from sqlite_master where type = 'index' and sql is not null")}
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
@@ -199,8 +208,8 @@ def _connect_file(path: Path) -> sqlite3.Connection:
                          "on network file systems")
     conn.execute("PRAGMA synchronous=FULL")
     # Copy the journal into the file every WAL_PAGES pages (40 MB) rather than SQLite's 1,000: a page a backfill
-    # changes in many commits (an index's) is then copied once instead of many times. The journal file keeps
-    # that size on disk once it has reached it.
+    # changes in many commits (an index's) is then copied once instead of many times. The journal file reaches
+    # that size during a large run; SQLite deletes it when the run closes the state.
     conn.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
     return conn
 

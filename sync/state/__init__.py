@@ -177,14 +177,17 @@ def _schema_after(applied: list[str]) -> tuple[dict[str, set[str]], set[str]]:
     later = [name for name in _known_migrations() if name not in applied]
     migrations.apply(db, stop_before=later or None)
     schema = {table: _columns(db.conn, table) for table in db.table_names() if not table.startswith("_")}
-    indexes = {name for name in _indexes(db.conn) if not name.startswith("idx__sqlite_migrations")}
+    indexes = _indexes(db.conn)
     db.close()
     return schema, indexes
 
 
 def _indexes(conn: sqlite3.Connection) -> set[str]:
-    """The indexes made by a statement (a table's own keys aside)."""
-    return {row[0] for row in conn.execute("select name from sqlite_master where type = 'index' and sql is not null")}
+    """The indexes made by a statement on the sync's own tables (a table's own keys aside, and, as for tables,
+    those of sqlite-utils' `_sqlite_migrations`)."""
+    return {name for name, table in conn.execute(
+        "select name, tbl_name from sqlite_master where type = 'index' and sql is not null")
+        if not table.startswith("_")}
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:

@@ -486,3 +486,21 @@ def test_a_free_threaded_python_is_left_on_every_cpu(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(os, "sched_setaffinity", lambda pid, cpus: pytest.fail("pinned"), raising=False)
     cli.run_on_one_cpu()
+
+
+def test_the_cpu_it_runs_on_is_none_where_proc_cannot_be_read(monkeypatch):
+    """No /proc (a container without it), or a stat line of another shape: None, and then nothing is pinned."""
+    class Unreadable:
+        def __init__(self, path: str):
+            self.path = path
+
+        def read_text(self) -> str:
+            raise FileNotFoundError(2, "No such file or directory", self.path)
+
+    class Short(Unreadable):
+        def read_text(self) -> str:
+            return "1 (python) R 0"
+
+    for fake in (Unreadable, Short):
+        monkeypatch.setattr(cli, "Path", fake)
+        assert cli.current_cpu() is None

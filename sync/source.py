@@ -50,6 +50,10 @@ SCAN_MEMORY = 2_000
 # thread's work on a page (reading 500 records, asking the state which are done), up to PAGES_AHEAD at once.
 PAGE_SECONDS = 0.05
 PAGES_AHEAD = 6
+# A walk after the first (a backfill's last pass: given `rows`, it finds its deals done) only asks the state which
+# deals of a page are done, about 15 ms a page: at the same latency it asks for more pages ahead, or the end of a
+# backfill would wait a round trip per page or two.
+WALK_PAGE_SECONDS = 0.015
 
 
 @dataclass(frozen=True)
@@ -155,28 +159,27 @@ class DealSource:
 
         Each deal comes once, though consecutive query pages overlap (see PAGE_OVERLAP), unless deletions made
         the query step back more than SCAN_MEMORY deals: the scan's memory is bounded, not the workspace's size.
-        When Attio is far
-        away (see pages_ahead), pages are requested on threads of their own, the first as soon as this is
-        called and each next one when the one before is handed over, so this thread does not wait a round trip
-        per page; given `rows`, the number of deals expected (a walk of every deal after a first one), the
-        first pages are requested at once: a walk that finds nothing to do costs a round trip or two, not one
-        per page."""
+        When Attio is far away (see pages_ahead), pages are requested on threads of their own, the first as soon
+        as this is called and each next one when the one before is handed over, so this thread does not wait a
+        round trip per page. Given `rows`, the number of deals expected (a walk of every deal after a first one),
+        the first pages are requested at once, and more of them at a given latency (WALK_PAGE_SECONDS): a walk
+        that finds nothing to do costs about a round trip, not one per page."""
         path = self._query_path()
         use_filter = changed_since is not None and not (self.list and self._entries_filter_refused)
         filter_ = active_from_filter(self.attribute, changed_since) if use_filter and changed_since else None
         first, self._first_page = (self._first_page, None) if filter_ is None and rows is None else (None, None)
-        return self._scan(path, filter_, self.client.query(path, filter_, ahead=self.pages_ahead(), rows=rows,
-                                                           first=first))
+        ahead = self.pages_ahead(PAGE_SECONDS if rows is None else WALK_PAGE_SECONDS)
+        return self._scan(path, filter_, self.client.query(path, filter_, ahead=ahead, rows=rows, first=first))
 
     def _query_path(self) -> str:
         target, identifier = self.target
         return f"/v2/{target}/{quote(identifier)}/{'entries' if self.list else 'records'}/query"
 
-    def pages_ahead(self) -> int:
+    def pages_ahead(self, page_seconds: float = PAGE_SECONDS) -> int:
         """Pages of the deal list to have requested at once: one while Attio answers in less time than this
-        thread takes over a page (PAGE_SECONDS), more as the latency observed grows, at most PAGES_AHEAD
+        thread takes over a page (`page_seconds`), more as the latency observed grows, at most PAGES_AHEAD
         (each page of 500 records is a few MB in memory)."""
-        return max(1, min(PAGES_AHEAD, math.ceil(self.client.latency / PAGE_SECONDS)))
+        return max(1, min(PAGES_AHEAD, math.ceil(self.client.latency / page_seconds)))
 
     def _scan(self, path: str, filter_: dict | None, pages: Iterator[Page]) -> Iterator[ScanPage]:
         try:

@@ -192,3 +192,29 @@ def test_queries_go_ahead_of_the_history_reads_waiting_for_the_limiter(attio, us
     assert run("run", "--backfill", "--since", "2020-01-01")[0] == 0
     assert {urgent for last, urgent in asked if last == "query"} == {True}
     assert {urgent for last, urgent in asked if last == "values"} == {False}
+
+
+def test_the_last_walk_asks_for_more_pages_ahead_than_the_first(attio, usermaven, run, monkeypatch):
+    """The walk after the first finds its deals done and only asks the state about each page, so at 100 ms it
+    asks for six pages at once, where the first walk (which reads every history) asks for two."""
+    add_leads(attio.workspace, "g", 30, days_back=100)
+    request, query = AttioClient.request, AttioClient.query
+    ahead_asked: list[tuple[int | None, int]] = []
+
+    def at_100_ms(self: AttioClient, *args: Any, **kwargs: Any) -> Any:
+        answer = request(self, *args, **kwargs)
+        self.latency = 0.1  # what Attio in another region answers in
+        return answer
+
+    def recording(self: AttioClient, path: str, *args: Any, ahead: int = 1, rows: int | None = None,
+                  **kwargs: Any) -> Iterator[Page]:
+        if path == "/v2/objects/deals/records/query":
+            ahead_asked.append((rows, ahead))
+        return query(self, path, *args, ahead=ahead, rows=rows, **kwargs)
+
+    monkeypatch.setattr(AttioClient, "request", at_100_ms)
+    monkeypatch.setattr(AttioClient, "query", recording)
+    code, _, err = run("run", "--backfill", "--since", "2020-01-01")
+    assert code == 0, err
+    assert ahead_asked == [(None, 2), (30, source_module.PAGES_AHEAD)]
+    assert len(usermaven.events) > 0

@@ -114,7 +114,8 @@ def backfill(state: State, source: DealSource, resolver: Resolver, settings: Eve
         batches = iter(lambda: list(islice(pairs, BATCH)), [])
         try:
             for batch, found in one_ahead(batches, lambda b: events_for(split_unread(b)[0], select, source,
-                                                                        resolver, settings)):
+                                                                        resolver, settings),
+                                          lambda: pairs.in_hand(BATCH)):
                 read, failed = split_unread(batch)
                 keys = [current.ref.key for current, _ in read]
                 with state.atomic():

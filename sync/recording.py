@@ -121,7 +121,8 @@ def split_unread(batch: Sequence[tuple[Current, History]]
     return read, unread
 
 
-def one_ahead(batches: Iterator[B], work: Callable[[B], R]) -> Iterator[tuple[B, R]]:
+def one_ahead(batches: Iterator[B], work: Callable[[B], R], in_hand: Callable[[], bool] | None = None
+              ) -> Iterator[tuple[B, R]]:
     """(batch, work(batch)) for each batch, in order, with `work` for the next batch running on a helper
     thread while the caller commits and sends the current one.
 
@@ -129,12 +130,22 @@ def one_ahead(batches: Iterator[B], work: Callable[[B], R]) -> Iterator[tuple[B,
     state (events_for does not: it reads Attio). Only this one helper thread calls `work`; what `work` shares
     with other threads (the resolver, which a backfill also fills ahead on a thread of its own) must be
     safe to share.
+
+    With `in_hand`, which says whether the next batch is read already: when it is not (Attio's rate limit or
+    its latency sets the pace), the current batch is handed over first, so that the caller commits and sends
+    it while the next one is read, instead of after; when it is, the next one is drawn first, while `work`
+    runs on the current one.
     """
     pool = ThreadPoolExecutor(1, thread_name_prefix="ahead")
     try:
         current = next(batches, None)
         pending = pool.submit(work, current) if current is not None else None
         while current is not None and pending is not None:
+            if in_hand is not None and not in_hand():
+                yield current, pending.result()
+                current = next(batches, None)
+                pending = pool.submit(work, current) if current is not None else None
+                continue
             try:
                 upcoming = next(batches, None)
             except BaseException:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
+from itertools import islice
 from urllib.parse import quote
 
 from sync import clock
@@ -325,8 +326,7 @@ class DealSource:
                     self._titles = {s["id"]["status_id"]: s.get("title") or "" for s in statuses}
             return self._titles
 
-    def with_histories(self, currents: Iterable[Current], window: int | None = None
-                       ) -> Generator[tuple[Current, History], None, None]:
+    def with_histories(self, currents: Iterable[Current], window: int | None = None) -> HistoryReads:
         """(deal, history) in input order, histories read by a thread pool a bounded window ahead.
 
         A deal whose history cannot be used comes with an Unread instead, and the others go on. Two failures
@@ -338,34 +338,7 @@ class DealSource:
         the reads go on while this thread records a batch, looks up its people and sends events.
         """
         window = window or max(self.workers * 2, math.ceil(self.max_rps * READ_AHEAD_SECONDS))
-        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="attio")
-        gate = InFlight(pool, self.in_flight_target)
-        queue: deque[tuple[Current, Future[History]]] = deque()
-        down = 0
-
-        def ready() -> tuple[Current, History]:
-            nonlocal down
-            head, future = queue.popleft()
-            history = future.result()
-            if not (isinstance(history, Unread) and history.attio_down):
-                down = 0
-            else:
-                down += 1
-                if down >= UNAVAILABLE_AFTER:
-                    raise AttioError(f"{history.message} ({down} history reads in a row failed so: Attio is down)")
-            return head, history
-
-        try:
-            for current in currents:
-                queue.append((current, gate.submit(self.read_history, current)))
-                # Keep the window full: the caller's pauses (and the next page's query) are covered by it.
-                while len(queue) >= window:
-                    yield ready()
-            while queue:
-                yield ready()
-        finally:
-            gate.close()
-            pool.shutdown(wait=True, cancel_futures=True)
+        return HistoryReads(self, currents, window)
 
     def in_flight_target(self) -> int:
         """How many history reads to have in flight: what the rate limit and the observed latency need
@@ -408,6 +381,61 @@ class DealSource:
             return {}
         with reading(f"the {self.list} entry {current.ref.entry_id}"):
             return pick_values(current.record.get("entry_values") or {}, self.event_attributes, on_list=True)
+
+
+class HistoryReads(Iterator[tuple[Current, History]]):
+    """The (deal, history) pairs of `DealSource.with_histories`, in input order. `in_hand(n)` says whether
+    taking the next n would not wait for Attio."""
+
+    def __init__(self, source: DealSource, currents: Iterable[Current], window: int):
+        self._queue: deque[tuple[Current, Future[History]]] = deque()
+        self._listed = False  # every deal is in the queue or was taken
+        self._pairs = self._read(source, currents, window)
+
+    def __next__(self) -> tuple[Current, History]:
+        return next(self._pairs)
+
+    def close(self) -> None:
+        self._pairs.close()
+
+    def in_hand(self, count: int) -> bool:
+        """Whether the next `count` histories (all that are left, once every deal is listed) are read. Call it
+        from the thread that takes the pairs."""
+        if len(self._queue) < count and not self._listed:
+            return False
+        return all(future.done() for _, future in islice(self._queue, count))
+
+    def _read(self, source: DealSource, currents: Iterable[Current], window: int
+              ) -> Generator[tuple[Current, History], None, None]:
+        pool = ThreadPoolExecutor(source.workers, thread_name_prefix="attio")
+        gate = InFlight(pool, source.in_flight_target)
+        queue = self._queue
+        down = 0
+
+        def ready() -> tuple[Current, History]:
+            nonlocal down
+            head, future = queue.popleft()
+            history = future.result()
+            if not (isinstance(history, Unread) and history.attio_down):
+                down = 0
+            else:
+                down += 1
+                if down >= UNAVAILABLE_AFTER:
+                    raise AttioError(f"{history.message} ({down} history reads in a row failed so: Attio is down)")
+            return head, history
+
+        try:
+            for current in currents:
+                queue.append((current, gate.submit(source.read_history, current)))
+                # Keep the window full: the caller's pauses (and the next page's query) are covered by it.
+                while len(queue) >= window:
+                    yield ready()
+            self._listed = True
+            while queue:
+                yield ready()
+        finally:
+            gate.close()
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 class RecentKeys:

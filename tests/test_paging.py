@@ -152,6 +152,7 @@ def test_a_backfill_asks_for_its_sweep_while_the_last_histories_are_read(attio, 
     """The walk that looks for deals the paging skipped is asked for when the first pass has walked the list,
     not one page after another once every history is recorded (at 300 ms a round trip each)."""
     monkeypatch.setattr(source_module, "PAGE_SECONDS", 1e-9)  # Attio "far away": pages are asked for ahead
+    monkeypatch.setattr(source_module, "WALK_PAGE_SECONDS", 1e-9)
     add_leads(attio.workspace, "g", 30, days_back=100)
     sweep_asked, gave_up = threading.Event(), threading.Event()
     request, history = AttioClient.request, DealSource.history

@@ -8,7 +8,7 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import islice
 from urllib.parse import quote
@@ -176,7 +176,7 @@ class DealSource:
         target, identifier = self.target
         return f"/v2/{target}/{quote(identifier)}/{'entries' if self.list else 'records'}/query"
 
-    def pages_ahead(self, page_seconds: float = PAGE_SECONDS) -> int:
+    def pages_ahead(self, page_seconds: float) -> int:
         """Pages of the deal list to have requested at once: one while Attio answers in less time than this
         thread takes over a page (`page_seconds`), more as the latency observed grows, at most PAGES_AHEAD
         (each page of 500 records is a few MB in memory)."""
@@ -385,12 +385,13 @@ class DealSource:
 
 class HistoryReads(Iterator[tuple[Current, History]]):
     """The (deal, history) pairs of `DealSource.with_histories`, in input order. `in_hand(n)` says whether
-    taking the next n would not wait for Attio."""
+    taking the next n would not wait for Attio. Dropped or closed, it reads nothing more."""
 
     def __init__(self, source: DealSource, currents: Iterable[Current], window: int):
-        self._queue: deque[tuple[Current, Future[History]]] = deque()
-        self._listed = False  # every deal is in the queue or was taken
-        self._pairs = self._read(source, currents, window)
+        self._reads = _Reads()
+        # The generator holds the reads, not this object: dropping this object closes it at once (a cycle would
+        # leave its threads reading until the garbage collector ran).
+        self._pairs = _read_histories(source, currents, window, self._reads)
 
     def __next__(self) -> tuple[Current, History]:
         return next(self._pairs)
@@ -401,41 +402,51 @@ class HistoryReads(Iterator[tuple[Current, History]]):
     def in_hand(self, count: int) -> bool:
         """Whether the next `count` histories (all that are left, once every deal is listed) are read. Call it
         from the thread that takes the pairs."""
-        if len(self._queue) < count and not self._listed:
+        queue = self._reads.queue
+        if len(queue) < count and not self._reads.listed:
             return False
-        return all(future.done() for _, future in islice(self._queue, count))
+        return all(future.done() for _, future in islice(queue, count))
 
-    def _read(self, source: DealSource, currents: Iterable[Current], window: int
-              ) -> Generator[tuple[Current, History], None, None]:
-        pool = ThreadPoolExecutor(source.workers, thread_name_prefix="attio")
-        gate = InFlight(pool, source.in_flight_target)
-        queue = self._queue
-        down = 0
 
-        def ready() -> tuple[Current, History]:
-            nonlocal down
-            head, future = queue.popleft()
-            history = future.result()
-            if not (isinstance(history, Unread) and history.attio_down):
-                down = 0
-            else:
-                down += 1
-                if down >= UNAVAILABLE_AFTER:
-                    raise AttioError(f"{history.message} ({down} history reads in a row failed so: Attio is down)")
-            return head, history
+@dataclass
+class _Reads:
+    """The reads a HistoryReads has asked for and not handed over, in order."""
 
-        try:
-            for current in currents:
-                queue.append((current, gate.submit(source.read_history, current)))
-                # Keep the window full: the caller's pauses (and the next page's query) are covered by it.
-                while len(queue) >= window:
-                    yield ready()
-            self._listed = True
-            while queue:
+    queue: deque[tuple[Current, Future[History]]] = field(default_factory=deque)
+    listed: bool = False  # every deal is in the queue or was handed over
+
+
+def _read_histories(source: DealSource, currents: Iterable[Current], window: int, reads: _Reads
+                    ) -> Generator[tuple[Current, History], None, None]:
+    pool = ThreadPoolExecutor(source.workers, thread_name_prefix="attio")
+    gate = InFlight(pool, source.in_flight_target)
+    queue = reads.queue
+    down = 0
+
+    def ready() -> tuple[Current, History]:
+        nonlocal down
+        head, future = queue.popleft()
+        history = future.result()
+        if not (isinstance(history, Unread) and history.attio_down):
+            down = 0
+        else:
+            down += 1
+            if down >= UNAVAILABLE_AFTER:
+                raise AttioError(f"{history.message} ({down} history reads in a row failed so: Attio is down)")
+        return head, history
+
+    try:
+        for current in currents:
+            queue.append((current, gate.submit(source.read_history, current)))
+            # Keep the window full: the caller's pauses (and the next page's query) are covered by it.
+            while len(queue) >= window:
                 yield ready()
-        finally:
-            gate.close()
-            pool.shutdown(wait=True, cancel_futures=True)
+        reads.listed = True
+        while queue:
+            yield ready()
+    finally:
+        gate.close()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class RecentKeys:

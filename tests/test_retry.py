@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -234,28 +233,3 @@ def test_a_deal_in_the_retry_set_whose_current_read_fails_holds_back_no_other(at
     assert moves(usermaven)[-1] == (uid("d1"), "Lead", "Demo")
     assert "to read again" not in run("status")[1]
 
-
-def test_history_reads_say_whether_the_next_ones_are_read(env):
-    """`in_hand(n)`: whether taking the next n pairs would wait for Attio (what lets a backfill commit a batch
-    while the next one is read)."""
-    release = threading.Event()
-
-    class Source(DealSource):
-        def history(self, ref):  # type: ignore[no-untyped-def]
-            if ref.record_id == "slow":
-                release.wait(timeout=5)
-            return []
-
-    source = Source(SimpleNamespace(latency=0.05), load_config(env))  # type: ignore[arg-type]
-    reads = source.with_histories(Current(DealRef(name), None) for name in ["first", "slow", "last"])
-    assert not reads.in_hand(1)  # no deal listed yet
-    assert next(reads)[0].ref.record_id == "first"
-    assert not reads.in_hand(2) and not reads.in_hand(1)  # "slow" is still being read
-    release.set()
-    for _ in range(500):
-        if reads.in_hand(2):
-            break
-        threading.Event().wait(0.01)
-    assert reads.in_hand(2) and reads.in_hand(100)  # every deal is listed: the two left are all there is
-    assert [current.ref.record_id for current, _ in reads] == ["slow", "last"]
-    assert reads.in_hand(1)  # nothing left to wait for

@@ -28,14 +28,16 @@ def test_results_in_order_from_one_helper_thread():
     assert len(threads) == 1 and threading.current_thread().name not in threads
 
 
-def test_a_failure_drawing_the_next_batch_still_hands_over_the_current_one():
+@pytest.mark.parametrize("next_in_hand", [None, False], ids=["drawn first", "handed over first"])
+def test_a_failure_drawing_the_next_batch_still_hands_over_the_current_one(next_in_hand):
     def batches():  # type: ignore[no-untyped-def]
         yield [1]
         raise RuntimeError("Attio refused")
 
     got = []
+    in_hand = None if next_in_hand is None else (lambda: next_in_hand)
     with pytest.raises(RuntimeError, match="Attio refused"):
-        for batch, result in one_ahead(batches(), len):
+        for batch, result in one_ahead(batches(), len, in_hand):
             got.append((batch, result))
     assert got == [([1], 1)]
 
@@ -61,18 +63,6 @@ def test_the_current_batch_is_handed_over_before_the_next_is_drawn_while_that_on
                                      ("handed", 3)]
     assert _order(in_hand=True) == [("drawn", 1), ("drawn", 2), ("handed", 1), ("drawn", 3), ("handed", 2),
                                     ("handed", 3)]
-
-
-def test_a_failure_drawing_the_next_batch_after_handing_over_the_current_one_is_raised():
-    def batches():  # type: ignore[no-untyped-def]
-        yield [1]
-        raise RuntimeError("Attio refused")
-
-    got = []
-    with pytest.raises(RuntimeError, match="Attio refused"):
-        for batch, result in one_ahead(batches(), len, lambda: False):
-            got.append((batch, result))
-    assert got == [([1], 1)]
 
 
 def test_history_reads_say_whether_the_next_ones_are_read(env):

@@ -95,10 +95,10 @@ class Run:
 
 
 def compile_tree(tree: Path) -> None:
-    """Byte-compile the tree's package (into its __pycache__, which git ignores), so that the CLI starts as an
-    installed copy does (pip compiles what it installs): with PYTHONDONTWRITEBYTECODE set, as on the machine the
-    README's numbers come from, every run would otherwise compile every module of the sync again (about 0.08 s
-    of each run)."""
+    """Byte-compile the tree's package (into its __pycache__, which git ignores; an `--against` tree's too), so
+    that the CLI starts as an installed copy does (pip compiles what it installs): with PYTHONDONTWRITEBYTECODE
+    set, as on the machine the README's numbers come from, every run would otherwise compile every module of the
+    sync again (about 0.08 s of each run)."""
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "sync")], check=True,
                    stdout=subprocess.DEVNULL)
 

@@ -196,7 +196,7 @@ def test_queries_go_ahead_of_the_history_reads_waiting_for_the_limiter(attio, us
 
 
 def test_the_last_walk_asks_for_more_pages_ahead_than_the_first(attio, usermaven, run, monkeypatch):
-    """The walk after the first finds its deals done and only asks the state about each page, so at 100 ms it
+    """The walk after the first finds its deals done and only asks the state about each page, so at 90 ms it
     asks for six pages at once, where the first walk (which reads every history) asks for two."""
     add_leads(attio.workspace, "g", 30, days_back=100)
     request, query = AttioClient.request, AttioClient.query
@@ -204,7 +204,7 @@ def test_the_last_walk_asks_for_more_pages_ahead_than_the_first(attio, usermaven
 
     def at_100_ms(self: AttioClient, *args: Any, **kwargs: Any) -> Any:
         answer = request(self, *args, **kwargs)
-        self.latency = 0.1  # what Attio in another region answers in
+        self.latency = 0.09  # what Attio in another region answers in
         return answer
 
     def recording(self: AttioClient, path: str, *args: Any, ahead: int = 1, rows: int | None = None,

@@ -232,4 +232,3 @@ def test_a_deal_in_the_retry_set_whose_current_read_fails_holds_back_no_other(at
     assert run("run")[0] == 0  # readable again: its move arrives, and the retry set is empty
     assert moves(usermaven)[-1] == (uid("d1"), "Lead", "Demo")
     assert "to read again" not in run("status")[1]
-

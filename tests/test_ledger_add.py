@@ -71,13 +71,22 @@ def test_pending_events_are_read_by_their_own_index_oldest_first_also_in_a_dry_r
     for dry_run in (False, True):
         state = open_state(path, dry_run=dry_run)
         assert isinstance(state.ledger, DryLedger) == dry_run
+        if dry_run:  # the run's own pending rows, in the overlay, come in order too
+            state.ledger.add([_row(n) for n in range(40, 60)])
+        statements: list[str] = []
+        state.db.conn.set_trace_callback(statements.append)
         rows = [row for chunk in state.ledger.iter_pending(batch=7) for row in chunk]
-        assert [r["event_id"] for r in rows] == sorted((f"ev-{n}" for n in range(1, 40, 2)),
-                                                       key=lambda e: (_row(int(e[3:]))["changed_at"], e))
-        plan = " ".join(r[3] for r in state.db.execute(
-            f"explain query plan select event_id from {state.ledger.pending_table} where state = 'pending' "
-            "and (changed_at, event_id) > ('', '') order by changed_at, event_id limit 7"))
+        state.db.conn.set_trace_callback(None)
+        ids = [f"ev-{n}" for n in [*range(1, 40, 2), *(range(40, 60) if dry_run else [])]]
+        assert [r["event_id"] for r in rows] == sorted(ids, key=lambda e: (_row(int(e[3:]))["changed_at"], e))
+        [read, *_] = [sql for sql in statements if sql.startswith("select")]
+        plan = " ".join(r[3] for r in state.db.execute("explain query plan " + read))
         assert "USING INDEX idx_ledger_pending" in plan and "idx_ledger_state " not in plan + " ", plan
+        if dry_run:
+            # Each half read in order by its index from where the last chunk ended, up to a chunk (what is sorted
+            # is the two halves' chunks, to merge them), never every pending row of the overlay.
+            assert "SEARCH temp.dry_ledger USING INDEX dry_ledger_pending ((changed_at,event_id)>(?,?))" in plan, plan
+            assert "SCAN temp.dry_ledger" not in plan and "SCAN dry_ledger" not in plan, plan
         state.close()
 
 

@@ -74,9 +74,6 @@ class Ledger:
         self.db = db
         # Where rows are read from and written to: the same table, except in a dry run (state/dry.py).
         self.read_table = self.write_table = "ledger"
-        # Where pending rows are read from, oldest first. By their own index, named: without statistics SQLite
-        # would take the index on the state and sort every pending row for each chunk.
-        self.pending_table = "ledger indexed by idx_ledger_pending"
         self.json_each = _has_json_each(db)
 
     def _write(self, sql: str, params: Sequence[object], event_ids: Sequence[str]) -> None:
@@ -162,17 +159,22 @@ class Ledger:
         leave_out = "and event_id not in (select value from json_each(?)) " if in_sql else ""
         extra = [json.dumps(list(exclude))] if in_sql else []
         while True:
-            # The state spelled out (not a parameter): the index of pending rows holds only those.
-            rows = self.db.execute(
-                f"select {', '.join(PENDING_COLUMNS)} from {self.pending_table} where state = '{PENDING}' "
-                f"and (changed_at, event_id) > (?, ?) {leave_out}order by changed_at, event_id limit ?",
-                [after[0], after[1], *extra, batch]).fetchall()
+            rows = self._pending_chunk(after, batch, leave_out, extra)
             if not rows:
                 return
             after = (rows[-1][_CHANGED_AT], rows[-1][_EVENT_ID])
             chunk = [_pending_row(r, decode) for r in rows if in_sql or r[_EVENT_ID] not in exclude]
             if chunk:
                 yield chunk
+
+    def _pending_chunk(self, after: tuple[str, str], batch: int, leave_out: str, extra: list[str]) -> list[tuple]:
+        """The next `batch` pending rows after `after` (changed_at, event_id), in that order. By the index of pending
+        rows, named (without statistics SQLite would take the index on the state and sort every pending row for
+        each chunk), and with the state spelled out, not a parameter: that index holds only those rows."""
+        return self.db.execute(
+            f"select {', '.join(PENDING_COLUMNS)} from ledger indexed by idx_ledger_pending where state = "
+            f"'{PENDING}' and (changed_at, event_id) > (?, ?) {leave_out}order by changed_at, event_id limit ?",
+            [after[0], after[1], *extra, batch]).fetchall()
 
     def mark_sent(self, event_ids: Sequence[str]) -> None:
         self._update(event_ids, "state = ?, sent_at = ?, attempts = attempts + 1, last_error = null, reason = null",

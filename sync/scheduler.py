@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from sync.duration import MIN_EVERY, describe
@@ -19,6 +20,10 @@ log = logging.getLogger(__name__)
 # What `schedule` exits with when asked to stop: Ctrl-C is an interruption (130, as for every command);
 # SIGTERM is how a service manager stops it in the ordinary way.
 EXIT_ON_SIGNAL = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_OK}
+# How often the main thread looks for a signal received. The handler only records it: Python runs a handler in
+# the main thread between any two of its steps, so one that took a lock (stopping the scheduler sets an Event)
+# could land while the main thread holds that lock, and wait for it forever.
+SIGNAL_CHECK = 0.2  # seconds
 
 
 def run_every(seconds: int, job: Callable[[], int]) -> int:
@@ -27,7 +32,7 @@ def run_every(seconds: int, job: Callable[[], int]) -> int:
     lock itself, so cron and this loop cannot overlap either. Returns the exit code for the signal."""
     if seconds < MIN_EVERY:
         raise UsageError(f"--every must be at least {MIN_EVERY} seconds")
-    scheduler = BlockingScheduler(timezone="UTC")
+    scheduler = BackgroundScheduler(timezone="UTC")
     if log.getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # its job-start lines, every tick
     idle = threading.Event()
@@ -51,17 +56,17 @@ def run_every(seconds: int, job: Callable[[], int]) -> int:
                       misfire_grace_time=seconds, next_run_time=datetime.now(UTC))
 
     def stop(signum: int, frame: object) -> None:
-        first = not received
-        received.append(signum)
-        if first:
-            busy = "; the poll in progress finishes first" if not idle.is_set() else ""
-            log.info("stopping the schedule (%s)%s", signal.Signals(signum).name, busy)
-            scheduler.shutdown(wait=False)
+        received.append(signum)  # only this: see SIGNAL_CHECK
 
     previous = {sig: signal.signal(sig, stop) for sig in EXIT_ON_SIGNAL}
     try:
         log.info("polling every %s; SIGTERM or Ctrl-C stops", describe(seconds))
         scheduler.start()
+        while not received:
+            time.sleep(SIGNAL_CHECK)
+        busy = "; the poll in progress finishes first" if not idle.is_set() else ""
+        log.info("stopping the schedule (%s)%s", signal.Signals(received[0]).name, busy)
+        scheduler.shutdown(wait=False)
         idle.wait()
     finally:
         for sig, handler in previous.items():

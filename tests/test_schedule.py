@@ -1,0 +1,68 @@
+"""`schedule` stops on SIGINT or SIGTERM: a poll in progress finishes first. The signal handler only records the
+signal (the main thread acts on it), so a signal can land anywhere, a held lock included, without a deadlock."""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from sync import scheduler
+
+
+@pytest.fixture(autouse=True)
+def no_hang() -> Iterator[None]:
+    """A schedule that does not stop must fail the run loudly, not hang it (it catches SIGTERM itself)."""
+    faulthandler.dump_traceback_later(60, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+def test_a_signal_mid_poll_lets_the_poll_finish_and_exits_130():
+    polls: list[str] = []
+
+    def poll() -> int:
+        polls.append("started")
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while this poll runs (on the scheduler's thread)
+        time.sleep(0.5)
+        polls.append("finished")
+        return 0
+
+    began = time.monotonic()
+    assert scheduler.run_every(3600, poll) == 130
+    assert polls == ["started", "finished"]
+    assert time.monotonic() - began < 10
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are given back
+
+
+def test_the_handler_only_records_the_signal_and_the_main_thread_stops_the_schedule():
+    """Python runs the handler in the main thread between any two of its steps, a held lock's included: a handler
+    that logged or stopped the scheduler (which takes locks) could wait forever for a lock its own thread holds.
+    Everything the handler calls is listed here: appending to a list, and nothing else. The schedule, idle, still
+    stops (SIGTERM: exit 0)."""
+    called: list[str] = []
+
+    def poll() -> int:
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler)
+
+        def profile(frame, event, arg):  # type: ignore[no-untyped-def]
+            if event == "c_call":
+                called.append(arg.__qualname__)
+            elif event == "call":
+                called.append(frame.f_code.co_qualname)
+
+        sys.setprofile(profile)
+        try:
+            handler(signal.SIGTERM, None)
+        finally:
+            sys.setprofile(None)
+        return 0
+
+    assert scheduler.run_every(3600, poll) == 0
+    assert [name for name in called if name != "setprofile"] == ["run_every.<locals>.stop", "list.append"]

@@ -38,9 +38,13 @@ def run_every(seconds: int, job: Callable[[], int]) -> int:
     idle = threading.Event()
     idle.set()
     received: list[int] = []
+    gate = threading.Lock()  # a poll starts, or the stop sees whether one runs: never both at once
 
     def tick() -> None:
-        idle.clear()
+        with gate:
+            if received:
+                return  # asked to stop before this poll started: it does not
+            idle.clear()
         try:
             code = job()
         except SyncError as exc:  # the lock held by a cron run or a backfill, a state that cannot be opened
@@ -64,11 +68,13 @@ def run_every(seconds: int, job: Callable[[], int]) -> int:
         scheduler.start()
         while not received:
             time.sleep(SIGNAL_CHECK)
-        busy = "; the poll in progress finishes first" if not idle.is_set() else ""
+        with gate:
+            busy = "; the poll in progress finishes first" if not idle.is_set() else ""
         log.info("stopping the schedule (%s)%s", signal.Signals(received[0]).name, busy)
-        scheduler.shutdown(wait=False)
-        idle.wait()
+        scheduler.shutdown(wait=True)  # waits for the poll in progress
     finally:
+        if scheduler.running:  # something failed above: start nothing more
+            scheduler.shutdown(wait=False)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return EXIT_ON_SIGNAL[signal.Signals(received[0])] if received else EXIT_OK

@@ -3,7 +3,6 @@ signal (the main thread acts on it), so a signal can land anywhere, a held lock 
 
 from __future__ import annotations
 
-import faulthandler
 import os
 import signal
 import sys
@@ -17,10 +16,17 @@ from sync import scheduler
 
 @pytest.fixture(autouse=True)
 def no_hang() -> Iterator[None]:
-    """A schedule that does not stop must fail the run loudly, not hang it (it catches SIGTERM itself)."""
-    faulthandler.dump_traceback_later(60, exit=True)
+    """A schedule that does not stop fails its test after 60 s instead of hanging the run: SIGALRM's handler
+    raises in the main thread, even out of a lock it waits for."""
+
+    def timed_out(signum: int, frame: object) -> None:
+        raise TimeoutError("the schedule did not stop within 60 s")
+
+    previous = signal.signal(signal.SIGALRM, timed_out)
+    signal.alarm(60)
     yield
-    faulthandler.cancel_dump_traceback_later()
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
 
 
 def test_a_signal_mid_poll_lets_the_poll_finish_and_exits_130():
@@ -66,3 +72,19 @@ def test_the_handler_only_records_the_signal_and_the_main_thread_stops_the_sched
 
     assert scheduler.run_every(3600, poll) == 0
     assert [name for name in called if name != "setprofile"] == ["run_every.<locals>.stop", "list.append"]
+
+
+def test_a_signal_before_a_poll_starts_stops_the_schedule_without_it(monkeypatch):
+    """A poll APScheduler has handed to its thread but that has not started yet does not start once a signal is
+    in: the schedule says no poll is in progress, and none runs."""
+    polls: list[str] = []
+    start = scheduler.BackgroundScheduler.start
+
+    def signalled_first(self: scheduler.BackgroundScheduler, *args: object, **kwargs: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # handled in this thread before the first poll is handed over
+        start(self, *args, **kwargs)
+
+    monkeypatch.setattr(scheduler.BackgroundScheduler, "start", signalled_first)
+    assert scheduler.run_every(3600, lambda: polls.append("poll") or 0) == 0
+    time.sleep(0.5)  # a poll started late would show here
+    assert polls == []

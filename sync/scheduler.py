@@ -35,23 +35,24 @@ def run_every(seconds: int, job: Callable[[], int]) -> int:
     scheduler = BackgroundScheduler(timezone="UTC")
     if log.getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # its job-start lines, every tick
-    idle = threading.Event()
-    idle.set()
     received: list[int] = []
+    polling = False
     gate = threading.Lock()  # a poll starts, or the stop sees whether one runs: never both at once
 
     def tick() -> None:
+        nonlocal polling
         with gate:
             if received:
                 return  # asked to stop before this poll started: it does not
-            idle.clear()
+            polling = True
         try:
             code = job()
         except SyncError as exc:  # the lock held by a cron run or a backfill, a state that cannot be opened
             log.error("%s", exc)
             code = exc.exit_code
         finally:
-            idle.set()
+            with gate:
+                polling = False
         poll_job = scheduler.get_job("poll") if not received else None
         upcoming = f"; next poll at {poll_job.next_run_time:%Y-%m-%d %H:%M:%S} UTC" if poll_job else ""
         log.info("poll ended with exit code %d%s", code, upcoming)
@@ -69,7 +70,7 @@ def run_every(seconds: int, job: Callable[[], int]) -> int:
         while not received:
             time.sleep(SIGNAL_CHECK)
         with gate:
-            busy = "; the poll in progress finishes first" if not idle.is_set() else ""
+            busy = "; the poll in progress finishes first" if polling else ""
         log.info("stopping the schedule (%s)%s", signal.Signals(received[0]).name, busy)
         scheduler.shutdown(wait=True)  # waits for the poll in progress
     finally:

@@ -26,7 +26,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -214,7 +214,7 @@ def build_ledger(path: Path, rows: int) -> None:
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     reasons = ["deal has no associated person", "the deal's associated person has no email and no user id"]
 
-    def generate():  # type: ignore[no-untyped-def]
+    def generate() -> Iterator[tuple[object, ...]]:
         for i in range(rows):
             event_id, record = str(uuid.UUID(int=i + 1)), str(uuid.UUID(int=10**12 + i // 5))
             state = "held" if i % 100 == 7 else "failed" if i % 1000 == 3 else "pending" if i % 100 == 11 else "sent"

@@ -27,10 +27,14 @@ def replay(state: State, source: DealSource, resolver: Resolver, settings: Event
     """
     currents = source.find(record_id)
     pairs: list[tuple[Current, list[StageValue]]] = []
-    for current, history in source.with_histories(currents):
-        if isinstance(history, Unread):
-            raise AttioError(history.message)
-        pairs.append((current, history))
+    reads = source.with_histories(currents)
+    try:
+        for current, history in reads:
+            if isinstance(history, Unread):
+                raise AttioError(history.message)
+            pairs.append((current, history))
+    finally:
+        reads.close()  # an unreadable history: the deal's other entries are not read on
 
     def select(current: Current, transitions: list[Transition]) -> list[Transition]:
         return in_range(transitions, since, None)

@@ -88,3 +88,25 @@ def test_a_signal_before_a_poll_starts_stops_the_schedule_without_it(monkeypatch
     assert scheduler.run_every(3600, lambda: polls.append("poll") or 0) == 0
     time.sleep(0.5)  # a poll started late would show here
     assert polls == []
+
+
+def test_a_failure_while_waiting_stops_the_scheduler_and_gives_the_handlers_back(monkeypatch):
+    """Should the main thread's loop fail between the scheduler's start and a signal, nothing is left polling in
+    the background and the signal handlers are the caller's again; the error goes on up."""
+    started: list[scheduler.BackgroundScheduler] = []
+    start = scheduler.BackgroundScheduler.start
+
+    def recorded(self: scheduler.BackgroundScheduler, *args: object, **kwargs: object) -> None:
+        started.append(self)
+        start(self, *args, **kwargs)
+
+    def failing_sleep(seconds: float) -> None:
+        raise RuntimeError("the main thread's loop failed")
+
+    monkeypatch.setattr(scheduler.BackgroundScheduler, "start", recorded)
+    monkeypatch.setattr(scheduler.time, "sleep", failing_sleep)
+    with pytest.raises(RuntimeError, match="loop failed"):
+        scheduler.run_every(3600, lambda: 0)
+    assert len(started) == 1 and not started[0].running
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -17,7 +17,7 @@ from sqlite_utils import Database
 from sync.models import DealRef
 from sync.state.backfills import Backfills
 from sync.state.checkpoints import Checkpoints
-from sync.state.ledger import PENDING, PENDING_COLUMNS, STATES, Ledger
+from sync.state.ledger import PENDING, STATES, Ledger, pending_query
 from sync.state.notices import REPEAT_EVERY, Notices, _parse
 from sync.state.retries import Retries
 from sync.state.runs import Runs
@@ -47,14 +47,11 @@ class DryLedger(Ledger):
         """The file's pending rows the overlay does not shadow and the overlay's own, each read in order by its
         index up to `batch` (a dry backfill puts every event in the overlay: one sort of the whole overlay per
         chunk would make its delivery quadratic), and the first `batch` of the two."""
-        columns = ", ".join(PENDING_COLUMNS)
-        after_sql = f"(changed_at, event_id) > (?, ?) {leave_out}order by changed_at, event_id limit ?"
         params = [after[0], after[1], *extra, batch]
+        unshadowed = f"and event_id not in (select event_id from {OVERLAY}) {leave_out}"
         return self.db.execute(
-            f"select * from (select {columns} from main.ledger indexed by idx_ledger_pending where state = "
-            f"'{PENDING}' and event_id not in (select event_id from {OVERLAY}) and {after_sql}) "
-            f"union all select * from (select {columns} from {OVERLAY} indexed by {PENDING_INDEX} where state = "
-            f"'{PENDING}' and {after_sql}) order by changed_at, event_id limit ?",
+            f"select * from ({pending_query('main.ledger', 'idx_ledger_pending', unshadowed)}) union all "
+            f"select * from ({pending_query(OVERLAY, PENDING_INDEX, leave_out)}) order by changed_at, event_id limit ?",
             [*params, *params, batch]).fetchall()
 
     def _copy_on_write(self, event_ids: Sequence[str]) -> None:

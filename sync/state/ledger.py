@@ -30,6 +30,16 @@ PENDING_COLUMNS = ("event_id", "deal_key", "to_stage", "changed_at", "payload")
 _EVENT_ID, _CHANGED_AT = PENDING_COLUMNS.index("event_id"), PENDING_COLUMNS.index("changed_at")
 
 
+def pending_query(table: str, index: str, leave_out: str = "") -> str:
+    """SQL for the next pending rows of `table` after a (changed_at, event_id), in that order, up to a limit
+    (parameters: the two, then those of `leave_out`, a condition starting with `and `, then the limit). By the
+    index of pending rows, named (without statistics SQLite would take the index on the state and sort every
+    pending row for each chunk), and with the state spelled out, not a parameter: that index holds only those
+    rows."""
+    return (f"select {', '.join(PENDING_COLUMNS)} from {table} indexed by {index} where state = '{PENDING}' "
+            f"and (changed_at, event_id) > (?, ?) {leave_out}order by changed_at, event_id limit ?")
+
+
 def _pending_row(values: Sequence, decode: bool) -> dict:
     row = dict(zip(PENDING_COLUMNS, values, strict=True))
     text = row["payload"]
@@ -168,13 +178,9 @@ class Ledger:
                 yield chunk
 
     def _pending_chunk(self, after: tuple[str, str], batch: int, leave_out: str, extra: list[str]) -> list[tuple]:
-        """The next `batch` pending rows after `after` (changed_at, event_id), in that order. By the index of pending
-        rows, named (without statistics SQLite would take the index on the state and sort every pending row for
-        each chunk), and with the state spelled out, not a parameter: that index holds only those rows."""
-        return self.db.execute(
-            f"select {', '.join(PENDING_COLUMNS)} from ledger indexed by idx_ledger_pending where state = "
-            f"'{PENDING}' and (changed_at, event_id) > (?, ?) {leave_out}order by changed_at, event_id limit ?",
-            [after[0], after[1], *extra, batch]).fetchall()
+        """The next `batch` pending rows after `after` (changed_at, event_id), in that order."""
+        return self.db.execute(pending_query("ledger", "idx_ledger_pending", leave_out),
+                               [after[0], after[1], *extra, batch]).fetchall()
 
     def mark_sent(self, event_ids: Sequence[str]) -> None:
         self._update(event_ids, "state = ?, sent_at = ?, attempts = attempts + 1, last_error = null, reason = null",

@@ -94,12 +94,12 @@ class Tally:
             self.counts += each
 
     def stopped(self, exc: DeliveryStopped) -> None:
-        """Delivery stopped. After a refusal, or a batch that may have reached Usermaven (a timeout), this
-        run sends nothing more: the batch stays pending for the next run, so it is sent at most once per run.
-        After an answer that says nothing was taken (503, 429, refused connection), the end of the run tries
-        again."""
+        """Delivery stopped. After a refusal this run sends nothing more. Otherwise the end of the run tries
+        again: what may have reached Usermaven (a timeout, a 500) waits to be sent again on a later run (see
+        delivery.RESEND_AFTER), so it is sent at most once per run; after an answer that says nothing was taken
+        (503, 429, refused connection) it is sent again then."""
         self.errors.append(str(exc))
-        if exc.refused or exc.maybe_received:
+        if exc.refused:
             self.sending = False
 
 
@@ -156,7 +156,7 @@ def run_backfill(config: Config, since: datetime, until: datetime | None, dry_ru
                     raise  # a refused token stops the backfill; what was committed stays, it resumes later
                 tally.stopped(exc)
                 log.error("%s; the backfill goes on recording, and sends what is pending at its end%s", exc,
-                          "" if tally.sending else " (this batch: on the next run)")
+                          " (this batch: on a later run)" if exc.maybe_received else "")
                 if sender:
                     sender.close()
                 sender = None
@@ -327,7 +327,9 @@ def _work(s: Services, tally: Tally, work: Work, dry_run: bool, out: TextIO, lis
     errors = "; ".join(dict.fromkeys(tally.errors))
     problems = [tally.unread] if tally.unread else []
     if counts["pending"]:
-        problems.append(f"{errors or 'not sent'}; {counts['pending']} event(s) stay pending for the next run")
+        # Without an error in this run, what is pending waits to be sent again (delivery.RESEND_AFTER).
+        why = errors or "waiting to be sent again after a send that may have arrived (see `status`)"
+        problems.append(f"{why}; {counts['pending']} event(s) stay pending for the next run")
     elif tally.counts.failed:
         problems.append(f"{tally.counts.failed} event(s) failed; see `status`")
     elif errors:

@@ -8,6 +8,7 @@ import logging
 from collections import defaultdict, deque
 from collections.abc import Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import TextIO
 
@@ -15,12 +16,12 @@ from sync.errors import (
     DeliveryStopped,
     UsermavenAuthError,
     UsermavenError,
-    UsermavenRedirected,
     UsermavenRejected,
     UsermavenUnavailable,
+    UsermavenWrongUrl,
 )
 from sync.events import for_display, sending_texts, with_identity
-from sync.models import Counts, Identity
+from sync.models import Counts, Identity, format_time
 from sync.resolve import Resolver
 from sync.source import DealSource
 from sync.state import State
@@ -32,6 +33,16 @@ log = logging.getLogger(__name__)
 HELD_RECHECK_DEALS = 400
 # Batches a backfill sends ahead of marking them sent: what a crash can make the next run send again.
 SEND_AHEAD = 8
+# An event whose send failed after it may have reached Usermaven (a timeout, a 500) is sent again later each
+# time: RESEND_AFTER, then twice as long after each such failure. After MAX_UNCONFIRMED of them (about 34 hours
+# of waits) it is marked failed and not sent again: the resends of an event that may have arrived are bounded.
+# It goes in a batch half as large after each (of its own after five), so that one event Usermaven always fails
+# on is soon alone and holds back no other.
+RESEND_AFTER = timedelta(minutes=1)
+MAX_UNCONFIRMED = 12
+# A send that may have arrived does not stop the run's delivery: its events wait, the others go on. This many
+# such failures in a row do: Usermaven is failing, not some events.
+STOP_AFTER = 2
 
 
 def release_held(state: State, source: DealSource, resolver: Resolver, detected_before: str,
@@ -80,22 +91,47 @@ def deliver(state: State, usermaven: UsermavenClient, api_key: str, min_batch: i
 
     With `min_batch` above 1 only full batches go out and the tail waits for the next call (a backfill
     sends as it reads without a half-empty request per step). A batch Usermaven rejects (400) is retried
-    one event at a time so that only the bad events are marked failed. Raises DeliveryStopped when
-    Usermaven is unreachable or refuses the token.
+    one event at a time so that only the bad events are marked failed. A send that may have arrived leaves its
+    events waiting (see RESEND_AFTER) and the others go on. Raises DeliveryStopped when Usermaven is unreachable,
+    refuses the token, or fails STOP_AFTER sends in a row.
     """
+    in_a_row = 0
     for rows in _pending_batches(state, min_batch):
-        yield _send(state, usermaven, api_key, rows)
+        try:
+            yield from _send(state, usermaven, api_key, rows)
+        except DeliveryStopped as exc:
+            in_a_row += 1
+            if exc.refused or not exc.maybe_received or in_a_row >= STOP_AFTER:
+                raise
+            log.warning("%s; %d event(s) wait to be sent again, the others go on", exc, len(rows))
+            continue
+        in_a_row = 0
 
 
 def _pending_batches(state: State, min_batch: int, queued: Collection[str] = ()) -> Iterator[list[dict]]:
-    """The pending rows in Usermaven batches, oldest first, without the `queued` ones (left out by the query, as
-    they stand when it begins); it ends at the first batch smaller than `min_batch`, which waits for the next
-    call."""
+    """The pending rows due now in Usermaven batches, oldest first, without the `queued` ones (left out by the
+    query, as they stand when it begins); it ends at the first batch smaller than `min_batch`, which waits for
+    the next call. Events sent before without a confirmation (see RESEND_AFTER) go in smaller batches of their
+    own, and only when `min_batch` is 1 (a run's last delivery)."""
     for rows in state.ledger.iter_pending(decode=False, exclude=queued):
-        for indexes in batches([row["payload"] for row in rows], sizes=[row["payload_bytes"] for row in rows]):
-            if len(indexes) < min_batch:
+        by_sends: dict[int, list[dict]] = defaultdict(list)
+        for row in rows:
+            by_sends[row["unconfirmed"]].append(row)
+        fresh = by_sends.pop(0, [])
+        if min_batch == 1:
+            for sends, group in sorted(by_sends.items()):
+                yield from _batched(group, max(1, BATCH_EVENTS >> sends))
+        for batch in _batched(fresh, BATCH_EVENTS):
+            if len(batch) < min_batch:
                 return
-            yield [rows[i] for i in indexes]
+            yield batch
+
+
+def _batched(rows: list[dict], max_events: int) -> Iterator[list[dict]]:
+    """The rows in Usermaven batches of at most `max_events` (and BATCH_BYTES)."""
+    for indexes in batches([row["payload"] for row in rows], max_events=max_events,
+                           sizes=[row["payload_bytes"] for row in rows]):
+        yield [rows[i] for i in indexes]
 
 
 def print_pending(state: State, out: TextIO) -> Iterator[Counts]:
@@ -118,14 +154,15 @@ def print_pending(state: State, out: TextIO) -> Iterator[Counts]:
         yield Counts(printed=printed)
 
 
-def _send(state: State, usermaven: UsermavenClient, api_key: str, rows: list[dict]) -> Counts:
+def _send(state: State, usermaven: UsermavenClient, api_key: str, rows: list[dict]) -> Iterator[Counts]:
     # The stored text, api_key spliced in: the bytes `for_sending` and `send` would give, without decoding
     # and encoding every event again.
     try:
         usermaven.send_encoded(sending_texts([row["payload"] for row in rows], api_key))
     except UsermavenError as exc:
-        return _not_taken(state, usermaven, api_key, rows, exc)
-    return _taken(state, rows)
+        yield from _not_taken(state, usermaven, api_key, rows, exc)
+        return
+    yield _taken(state, rows)
 
 
 def _taken(state: State, rows: list[dict]) -> Counts:
@@ -136,26 +173,61 @@ def _taken(state: State, rows: list[dict]) -> Counts:
 
 
 def _not_taken(state: State, usermaven: UsermavenClient, api_key: str, rows: list[dict], exc: UsermavenError
-               ) -> Counts:
+               ) -> Iterator[Counts]:
     """Usermaven did not take these rows: DeliveryStopped when it cannot take events now, or (a rejected batch)
-    the rows sent again one by one so that only the bad ones are marked failed."""
+    the rows sent again one by one so that only the bad ones are marked failed. What each step did is yielded
+    as it is done, so that what was sent before a stop is counted."""
     ids = [row["event_id"] for row in rows]
-    if isinstance(exc, UsermavenAuthError | UsermavenRedirected):
+    if isinstance(exc, UsermavenAuthError | UsermavenWrongUrl):
         raise DeliveryStopped(str(exc), refused=True) from None
     if isinstance(exc, UsermavenRejected):
         if len(rows) > 1:
-            counts = Counts()
             for row in rows:
-                counts += _send(state, usermaven, api_key, [row])
-            return counts
+                yield from _send(state, usermaven, api_key, [row])
+            return
         with state.atomic():
             state.ledger.mark_failed(ids, str(exc))
         log.error("event %s (deal %s → %s) failed: %s", ids[0], rows[0]["deal_key"], rows[0]["to_stage"], exc)
-        return Counts(failed=1)
+        yield Counts(failed=1)
+        return
+    maybe_received = isinstance(exc, UsermavenUnavailable) and exc.maybe_received
+    if maybe_received:
+        yield _unconfirmed(state, rows, str(exc))
+    else:
+        with state.atomic():
+            state.ledger.note_attempt(ids, str(exc))
+    raise DeliveryStopped(str(exc), maybe_received=maybe_received) from None
+
+
+def _unconfirmed(state: State, rows: list[dict], error: str, now: datetime | None = None) -> Counts:
+    """A send of these rows failed after it may have reached Usermaven: each waits to be sent again (see
+    RESEND_AFTER), or after MAX_UNCONFIRMED such sends is marked failed."""
+    now = now or datetime.now(UTC)
+    waiting: dict[int, list[str]] = defaultdict(list)
+    given_up: list[dict] = []
+    for row in rows:
+        sends = row["unconfirmed"] + 1
+        if sends >= MAX_UNCONFIRMED:
+            given_up.append(row)
+        else:
+            waiting[sends].append(row["event_id"])
     with state.atomic():
-        state.ledger.note_attempt(ids, str(exc))
-    raise DeliveryStopped(str(exc), maybe_received=isinstance(exc, UsermavenUnavailable) and exc.maybe_received
-                          ) from None
+        for sends, ids in waiting.items():
+            state.ledger.note_unconfirmed(ids, error, resend_at(sends, now))
+        if given_up:
+            state.ledger.mark_failed([row["event_id"] for row in given_up],
+                                     f"{error}; sent {MAX_UNCONFIRMED} times, each time it may have arrived: not sent "
+                                     "again (replay the deal to send it once more)")
+    for row in given_up:
+        log.error("event %s (deal %s → %s) failed: Usermaven failed %d times after it may have arrived (%s); "
+                  "not sent again", row["event_id"], row["deal_key"], row["to_stage"], MAX_UNCONFIRMED, error)
+    return Counts(failed=len(given_up))
+
+
+def resend_at(sends: int, now: datetime) -> str:
+    """When an event may be sent again after `sends` sends that may have arrived: RESEND_AFTER after the first,
+    twice as long after each one more."""
+    return format_time(now + RESEND_AFTER * 2 ** (sends - 1))
 
 
 class _Skipped(Exception):
@@ -251,7 +323,7 @@ class Sender:
             return
         except UsermavenError as exc:
             self._forget(rows)
-            yield _not_taken(self.state, self.usermaven, self.api_key, rows, exc)
+            yield from _not_taken(self.state, self.usermaven, self.api_key, rows, exc)
             return
         taken = [rows]
         for more, done in islice(self._queued, 1, None):

@@ -94,8 +94,8 @@ class UsermavenUnavailable(UsermavenError):
         self.maybe_received = maybe_received
 
 
-class UsermavenRedirected(UsermavenError):
-    """3xx: USERMAVEN_EVENTS_URL is not the event endpoint. Nothing more can be sent this run."""
+class UsermavenWrongUrl(UsermavenError):
+    """3xx, 404 or 405: USERMAVEN_EVENTS_URL is not the event endpoint. Nothing more can be sent this run."""
 
 
 class DeliveryStopped(SyncError):
@@ -103,6 +103,6 @@ class DeliveryStopped(SyncError):
 
     def __init__(self, message: str, refused: bool = False, maybe_received: bool = False):
         super().__init__(message)
-        self.refused = refused  # 401/403 or a redirect: a configuration problem, not a passing one
-        # The last batch may have reached Usermaven: this run sends nothing more (at most one resend per run).
+        self.refused = refused  # 401/403 or a wrong URL: a configuration problem, not a passing one
+        # The last batch may have reached Usermaven: it waits to be sent again on a later run (delivery.py).
         self.maybe_received = maybe_received

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 import urllib3
 
-from sync.errors import UsermavenAuthError, UsermavenRedirected, UsermavenRejected, UsermavenUnavailable
+from sync.errors import UsermavenAuthError, UsermavenRejected, UsermavenUnavailable, UsermavenWrongUrl
 from sync.http import CONNECT_TIMEOUT, NOT_RECEIVED_STATUSES, RequestStats, make_pool, reason
 from sync.redact import Redactor
 
@@ -62,12 +62,14 @@ class UsermavenClient:
         if response.status < 400:
             # Never followed: a redirect may resend the POST as a GET and take any 200 for delivery.
             where = (response.headers.get("Location") or "").split("?", 1)[0] or "nowhere"
-            raise UsermavenRedirected(self.redact(f"Usermaven answered {response.status}, a redirect to "
+            raise UsermavenWrongUrl(self.redact(f"Usermaven answered {response.status}, a redirect to "
                                                   f"{where}, not 200: check USERMAVEN_EVENTS_URL"))
-        message = self.redact(_message(response))
-        text = f"Usermaven answered {response.status}: {message}"
+        text = f"Usermaven answered {response.status}: {_message(response, self.redact)}"
         if response.status in (401, 403):
             raise UsermavenAuthError(text + " — check USERMAVEN_API_KEY and USERMAVEN_SERVER_TOKEN")
+        if response.status in (404, 405):
+            # No such endpoint: a wrong path, not an outage (every run would send the same batch again).
+            raise UsermavenWrongUrl(text + " — check USERMAVEN_EVENTS_URL")
         if response.status in (400, 413, 422):
             raise UsermavenRejected(text)
         raise UsermavenUnavailable(text, maybe_received=response.status not in NOT_RECEIVED_STATUSES)
@@ -80,8 +82,10 @@ def _maybe_received(exc: urllib3.exceptions.HTTPError) -> bool:
     return not isinstance(cause, urllib3.exceptions.ConnectTimeoutError)
 
 
-def _message(response: urllib3.BaseHTTPResponse) -> str:
-    text = response.data.decode("utf-8", "replace")
+def _message(response: urllib3.BaseHTTPResponse, redact: Redactor) -> str:
+    """What Usermaven's answer says, short. Masked before it is cut: a secret the answer echoes and the cut
+    divides would no longer match the mask."""
+    text = redact(response.data.decode("utf-8", "replace"))
     try:
         body = json.loads(text)
     except ValueError:

@@ -149,6 +149,18 @@ def workspace(attio) -> Workspace:
     return ws
 
 
+def resends_due(state_db: str | Path) -> None:
+    """Time passes: every event waiting to be sent again (after a send that may have arrived) is due now."""
+    import sqlite3
+
+    if not Path(state_db).exists():
+        return  # no run yet
+    conn = sqlite3.connect(state_db)
+    with conn:
+        conn.execute("update ledger set retry_at = '2000-01-01T00:00:00.000000Z' where retry_at is not null")
+    conn.close()
+
+
 def ledger_rows(env) -> list[dict]:
     import sqlite3
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections import Counter
 from datetime import timedelta
 
 import pytest
 
+from sync import delivery
 from sync.errors import UsermavenUnavailable
 from sync.sandbox import Faults, UsermavenCollector
 from sync.sandbox.server import Reply, json_reply
 from sync.usermaven import UsermavenClient
-from tests.conftest import NOW, SECRETS, USERMAVEN_BASE, add_deal, add_leads, ledger_rows, uid
+from tests.conftest import NOW, SECRETS, USERMAVEN_BASE, add_deal, add_leads, ledger_rows, resends_due, uid
 
 MINUTE = timedelta(minutes=1)
 
@@ -34,7 +37,7 @@ def test_events_go_in_batches_of_fifty(workspace, usermaven, run):
     assert stamps == sorted(stamps)
 
 
-def test_usermaven_500_then_success_on_next_run(workspace, usermaven, run, env):
+def test_usermaven_500_then_success_on_a_later_run(workspace, usermaven, run, env):
     run("run")
     _moves(workspace, 3)
     usermaven.answers = [(500, {"message": "internal error", "error": ""})]
@@ -45,13 +48,18 @@ def test_usermaven_500_then_success_on_next_run(workspace, usermaven, run, env):
     assert "Usermaven answered 500: internal error" in err
     assert "3 event(s) stay pending" in err
     rows = ledger_rows(env)
-    assert [(r["state"], r["attempts"]) for r in rows] == [("pending", 1)] * 3
+    assert [(r["state"], r["attempts"], r["unconfirmed"]) for r in rows] == [("pending", 1, 1)] * 3
     assert rows[0]["last_error"] == "Usermaven answered 500: internal error"
     assert usermaven.batches == []
+    # Nor in the next minute: the run after sends nothing and says why.
+    code, out, err = run("run")
+    assert code == 1 and usermaven.requests == 1
+    assert "waiting to be sent again after a send that may have arrived (see `status`); 3 event(s) stay" in err
+    resends_due(env["SYNC_STATE_DB"])
     code, out, err = run("run")
     assert code == 0
-    assert len(usermaven.events) == 3 and usermaven.requests == 2
-    assert {r["state"] for r in ledger_rows(env)} == {"sent"}
+    assert [len(batch) for batch in usermaven.batches] == [3] and usermaven.requests == 2
+    assert {(r["state"], r["retry_at"]) for r in ledger_rows(env)} == {("sent", None)}
 
 
 def test_usermaven_500_retried_within_the_run(workspace, usermaven, run, env):
@@ -100,15 +108,17 @@ def test_rejected_batch_is_split_and_only_the_bad_event_fails(workspace, usermav
 
 def test_a_batch_answered_too_late_is_not_posted_again_in_the_run(attio, usermaven, run, env):
     """Usermaven stored the first batch but its answer came after the timeout: the backfill goes on
-    recording, sends nothing more in this run, and the next run resends that batch once."""
+    recording and sending the others, and a later run resends that batch once."""
     add_leads(attio.workspace, "t", 120, days_back=200)
     usermaven.fail_next(1, kind="timeout")  # takes the batch, answers too late
     code, out, err = run("run", "--backfill", "--since", "2025-01-01")
     assert code == 1 and "Usermaven did not answer in time, or the connection broke" in err
-    assert "120 event(s) stay pending" in err
-    assert usermaven.requests == 1  # raw POSTs: not one more in this run
-    first = [e["event_id"] for e in usermaven.events]
+    assert "70 event(s) sent" in err and "50 event(s) stay pending" in err
+    assert usermaven.requests == 3  # raw POSTs: the first batch not again in this run
+    first = [e["event_id"] for e in usermaven.batches[0]]
     assert len(first) == 50 and len(set(first)) == 50
+    assert run("run")[0] == 1 and usermaven.requests == 3  # nor in the next minute
+    resends_due(env["SYNC_STATE_DB"])
     assert run("run")[0] == 0
     delivered = Counter(e["event_id"] for e in usermaven.events)  # raw deliveries per id
     assert len(delivered) == 120
@@ -198,3 +208,85 @@ def test_a_refused_connection_is_retried_and_says_nothing_was_received(collector
         client.send([EVENT])
     assert not raised.value.maybe_received and "could not be reached" in str(raised.value)
     assert client.stats.retries == 4
+
+
+@pytest.mark.parametrize("status", [404, 405])
+def test_an_events_url_with_no_endpoint_stops_delivery_and_says_which_setting(workspace, usermaven, run, env,
+                                                                               status):
+    """No endpoint at the URL is a setting to fix, not an outage to wait out: nothing is marked, and the message
+    names the setting."""
+    run("run")
+    _moves(workspace, 2)
+    usermaven.answers = [(status, {"message": "not found", "error": ""})]
+    code, out, err = run("run")
+    assert code == 1
+    assert f"Usermaven answered {status}: not found — check USERMAVEN_EVENTS_URL" in err
+    assert usermaven.requests == 1 and {r["state"] for r in ledger_rows(env)} == {"pending"}
+
+
+def test_an_answer_echoing_a_secret_is_masked_before_it_is_cut(collector):
+    """A long error page that echoes the request: the cut at 200 characters may fall inside the token; the
+    secret is masked first, so no piece of it is kept."""
+    token = f"{collector.api_key}.{collector.server_token}"
+    for start in range(150, 201):
+        page = "x" * start + f"POST /api/v1/s2s/event?token={token} HTTP/1.1" + "y" * 300
+        collector.answers = [(502, page)]
+        with pytest.raises(UsermavenUnavailable) as raised:
+            _client(collector).send([EVENT])
+        message = str(raised.value)
+        assert not any(secret[:6] in message for secret in (collector.api_key, collector.server_token)), message
+
+
+# ---- an event Usermaven keeps failing on: it holds back no other, and its resends are bounded ----
+
+
+def test_an_event_usermaven_always_fails_on_is_isolated_and_sent_a_bounded_number_of_times(workspace, usermaven,
+                                                                                             run, env, monkeypatch):
+    run("run")
+    _moves(workspace, 10)
+    bad_deal = uid("new4")  # Usermaven answers 500 to every request holding this deal's event
+    posts: Counter[str] = Counter()  # raw sends of each event id, answered or not
+    answer = usermaven.dispatch
+
+    def dispatch(request):  # type: ignore[no-untyped-def]
+        if request.path == "/api/v1/s2s/event":
+            events = json.loads(request.body)
+            posts.update(e["event_id"] for e in events)
+            if any(e["event_attributes"]["deal_id"] == bad_deal for e in events):
+                return json_reply(500, {"message": "internal error", "error": ""})
+        return answer(request)
+
+    monkeypatch.setattr(usermaven, "dispatch", dispatch)
+    codes = []
+    for _ in range(30):
+        codes.append(run("run")[0])
+        resends_due(env["SYNC_STATE_DB"])
+        if any(r["state"] == "failed" for r in ledger_rows(env)):
+            break
+    rows = {r["event_id"]: r for r in ledger_rows(env)}
+    [poison] = [i for i, r in rows.items() if r["record_id"] == bad_deal]
+    assert rows[poison]["state"] == "failed" and rows[poison]["unconfirmed"] == 11
+    assert "sent 12 times, each time it may have arrived: not sent again" in rows[poison]["last_error"]
+    assert posts[poison] == delivery.MAX_UNCONFIRMED == 12  # and never again
+    assert run("run")[0] == 0 and posts[poison] == 12  # failed: `status` and a daily warning say so
+    others = [i for i in rows if i != poison]
+    assert {rows[i]["state"] for i in others} == {"sent"}
+    delivered = Counter(e["event_id"] for e in usermaven.events)
+    assert {delivered[i] for i in others} == {1} and poison not in delivered
+    # the others were sent with it in halving batches until it was alone: five resends at most
+    assert max(posts[i] for i in others) <= 1 + 5
+
+
+def test_events_sent_before_a_stop_in_a_split_batch_are_counted(workspace, usermaven, run, env):
+    run("run")
+    _moves(workspace, 3)
+    usermaven.answers = [(400, {"message": "bad event", "error": ""}), None,
+                         (500, {"message": "internal error", "error": ""})]
+    code, out, err = run("run")
+    assert code == 1
+    assert [r["state"] for r in ledger_rows(env)] == ["sent", "pending", "pending"]
+    assert len(usermaven.events) == 1
+    assert ", 1 event(s) sent," in err
+    conn = sqlite3.connect(env["SYNC_STATE_DB"])
+    assert conn.execute("select sent from runs order by rowid desc limit 1").fetchone() == (1,)
+    conn.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sync.state import open_state
-from tests.conftest import NOW, uid
+from tests.conftest import NOW, resends_due, uid
 
 MINUTE = timedelta(minutes=1)
 
@@ -29,6 +29,7 @@ def test_dry_run_sees_its_own_writes_and_leaves_the_file_untouched(workspace, us
     workspace.clock = NOW + 2 * MINUTE
     usermaven.answers = [(500, {"message": "down", "error": ""})]
     assert run("run")[0] == 1  # d1's move stays pending in the file
+    resends_due(env["SYNC_STATE_DB"])  # and may be sent again now
     workspace.move_deal(uid("d2"), "Lost", NOW + 3 * MINUTE)
     workspace.clock = NOW + 4 * MINUTE
     before = _file(env["SYNC_STATE_DB"])

@@ -3,6 +3,7 @@ every event is still sent once, only after it is committed, and marked sent only
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -16,7 +17,8 @@ from sync import backfill as backfill_module
 from sync import delivery
 from sync.sandbox import AttioSandbox, UsermavenCollector
 from sync.sandbox.server import Reply, Request
-from tests.conftest import BASE, USERMAVEN_BASE, add_leads, ledger_rows, uid
+from sync.usermaven import UsermavenClient
+from tests.conftest import BASE, USERMAVEN_BASE, add_leads, ledger_rows, resends_due, uid
 
 
 @pytest.fixture
@@ -86,15 +88,27 @@ def test_a_backfill_sends_each_event_once_after_it_is_committed(attio, usermaven
     assert max(watch.unmarked) <= 3 * 2
 
 
-def test_batches_queued_behind_a_failure_are_not_sent(attio, usermaven, run, env, small_batches):
+def test_batches_queued_behind_a_failure_are_not_sent(attio, usermaven, run, env, small_batches, monkeypatch):
     add_leads(attio.workspace, "q", 40, days_back=100)
-    # the first batch is taken; the second may have been stored (500): this run sends nothing more
+    posted: list[list[str]] = []
+    send = UsermavenClient.send_encoded
+
+    def recorded(self: UsermavenClient, events: list[str]) -> None:
+        posted.append([json.loads(e)["event_id"] for e in events])
+        send(self, events)
+
+    monkeypatch.setattr(UsermavenClient, "send_encoded", recorded)
+    # the first batch is taken; the second may have been stored (500): the batches queued behind it are not
+    # sent as they were queued; the run's last delivery sends what is pending, but not the failed batch
     usermaven.answers = [None, (500, {"message": "oops", "error": ""})]
     code, out, err = run("run", "--backfill", "--since", "2020-01-01")
-    assert code == 1 and "stay pending" in err
-    assert usermaven.requests == 2
+    assert code == 1 and "2 event(s) stay pending" in err
+    assert usermaven.requests == 3 and len(posted) == 3
+    assert not set(posted[1]) & set(posted[2])
     rows = ledger_rows(env)
-    assert len(rows) == 40 and Counter(r["state"] for r in rows) == {"sent": 2, "pending": 38}
+    assert len(rows) == 40 and Counter(r["state"] for r in rows) == {"sent": 38, "pending": 2}
+    assert {r["event_id"] for r in rows if r["state"] == "pending"} == set(posted[1])
+    resends_due(env["SYNC_STATE_DB"])
     assert run("run")[0] == 0
     deliveries = _deliveries(usermaven)
     assert sum(deliveries.values()) == 40 and set(deliveries.values()) == {1}

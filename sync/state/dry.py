@@ -43,11 +43,12 @@ class DryLedger(Ledger):
                    f"WHERE state = '{PENDING}'")
         self.read_table, self.write_table = "dry_ledger_all", OVERLAY
 
-    def _pending_chunk(self, after: tuple[str, str], batch: int, leave_out: str, extra: list[str]) -> list[tuple]:
+    def _pending_chunk(self, after: tuple[str, str], now: str, batch: int, leave_out: str, extra: list[str]
+                       ) -> list[tuple]:
         """The file's pending rows the overlay does not shadow and the overlay's own, each read in order by its
         index up to `batch` (a dry backfill puts every event in the overlay: one sort of the whole overlay per
         chunk would make its delivery quadratic), and the first `batch` of the two."""
-        params = [after[0], after[1], *extra, batch]
+        params = [after[0], after[1], now, *extra, batch]
         unshadowed = f"and event_id not in (select event_id from {OVERLAY}) {leave_out}"
         return self.db.execute(
             f"select * from ({pending_query('main.ledger', 'idx_ledger_pending', unshadowed)}) union all "

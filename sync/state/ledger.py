@@ -26,18 +26,19 @@ def utf8_size(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
-PENDING_COLUMNS = ("event_id", "deal_key", "to_stage", "changed_at", "payload")
+PENDING_COLUMNS = ("event_id", "deal_key", "to_stage", "changed_at", "payload", "unconfirmed")
 _EVENT_ID, _CHANGED_AT = PENDING_COLUMNS.index("event_id"), PENDING_COLUMNS.index("changed_at")
 
 
 def pending_query(table: str, index: str, leave_out: str = "") -> str:
-    """SQL for the next pending rows of `table` after a (changed_at, event_id), in that order, up to a limit
-    (parameters: the two, then those of `leave_out`, a condition starting with `and `, then the limit). By the
-    index of pending rows, named (without statistics SQLite would take the index on the state and sort every
-    pending row for each chunk), and with the state spelled out, not a parameter: that index holds only those
-    rows."""
+    """SQL for the next pending rows of `table` due now, after a (changed_at, event_id), in that order, up to a
+    limit (parameters: the two, the time now, then those of `leave_out`, a condition starting with `and `, then
+    the limit). By the index of pending rows, named (without statistics SQLite would take the index on the state
+    and sort every pending row for each chunk), and with the state spelled out, not a parameter: that index
+    holds only those rows."""
     return (f"select {', '.join(PENDING_COLUMNS)} from {table} indexed by {index} where state = '{PENDING}' "
-            f"and (changed_at, event_id) > (?, ?) {leave_out}order by changed_at, event_id limit ?")
+            f"and (changed_at, event_id) > (?, ?) and (retry_at is null or retry_at <= ?) {leave_out}"
+            f"order by changed_at, event_id limit ?")
 
 
 def _pending_row(values: Sequence, decode: bool) -> dict:
@@ -115,7 +116,7 @@ class Ledger:
         """A transition replayed: queued again with a fresh payload, same id; the replay is counted."""
         self._write(
             f"update {self.write_table} set state = ?, payload = ?, reason = ?, replay_count = replay_count + 1, "
-            "replayed_at = ?, last_error = null where event_id = ?",
+            "replayed_at = ?, last_error = null, unconfirmed = 0, retry_at = null where event_id = ?",
             [state, _text(payload), reason, now_text(), event_id], [event_id])
 
     # -- held events --
@@ -158,18 +159,20 @@ class Ledger:
 
     def iter_pending(self, batch: int = 500, decode: bool = True, exclude: Collection[str] = ()
                      ) -> Iterator[list[dict]]:
-        """Pending rows in chunks, oldest first; re-reads after each chunk so rows marked meanwhile drop out.
+        """Pending rows due now in chunks, oldest first; re-reads after each chunk so rows marked meanwhile drop out.
         Rows whose event id is in `exclude` (a few hundred at most) are left out: by SQLite, given them as one
         JSON array, or here when its JSON functions are missing (built without them before 3.38).
 
         Each row has what delivery uses: `event_id`, `deal_key`, `to_stage`, `changed_at`, the `payload`
-        (decoded, or with `decode` False the JSON text as stored) and `payload_bytes` (what batches weigh)."""
-        after = ("", "")
+        (decoded, or with `decode` False the JSON text as stored), `payload_bytes` (what batches weigh) and
+        `unconfirmed` (sends of it that may have arrived, unconfirmed). A row waiting to be sent again after such
+        a send (`retry_at` later than now) is not among them."""
+        after, now = ("", ""), now_text()
         in_sql = bool(exclude) and self.json_each
         leave_out = "and event_id not in (select value from json_each(?)) " if in_sql else ""
         extra = [json.dumps(list(exclude))] if in_sql else []
         while True:
-            rows = self._pending_chunk(after, batch, leave_out, extra)
+            rows = self._pending_chunk(after, now, batch, leave_out, extra)
             if not rows:
                 return
             after = (rows[-1][_CHANGED_AT], rows[-1][_EVENT_ID])
@@ -177,20 +180,27 @@ class Ledger:
             if chunk:
                 yield chunk
 
-    def _pending_chunk(self, after: tuple[str, str], batch: int, leave_out: str, extra: list[str]) -> list[tuple]:
-        """The next `batch` pending rows after `after` (changed_at, event_id), in that order."""
+    def _pending_chunk(self, after: tuple[str, str], now: str, batch: int, leave_out: str, extra: list[str]
+                       ) -> list[tuple]:
+        """The next `batch` pending rows due at `now`, after `after` (changed_at, event_id), in that order."""
         return self.db.execute(pending_query("ledger", "idx_ledger_pending", leave_out),
-                               [after[0], after[1], *extra, batch]).fetchall()
+                               [after[0], after[1], now, *extra, batch]).fetchall()
 
     def mark_sent(self, event_ids: Sequence[str]) -> None:
-        self._update(event_ids, "state = ?, sent_at = ?, attempts = attempts + 1, last_error = null, reason = null",
-                     [SENT, now_text()])
+        self._update(event_ids, "state = ?, sent_at = ?, attempts = attempts + 1, last_error = null, reason = null, "
+                                "retry_at = null", [SENT, now_text()])
 
     def mark_failed(self, event_ids: Sequence[str], error: str) -> None:
         self._update(event_ids, "state = ?, attempts = attempts + 1, last_error = ?", [FAILED, error])
 
     def note_attempt(self, event_ids: Sequence[str], error: str) -> None:
         self._update(event_ids, "attempts = attempts + 1, last_error = ?", [error])
+
+    def note_unconfirmed(self, event_ids: Sequence[str], error: str, retry_at: str) -> None:
+        """A send of these events failed after they may have reached Usermaven: counted, and not sent again
+        before `retry_at`."""
+        self._update(event_ids, "attempts = attempts + 1, unconfirmed = unconfirmed + 1, last_error = ?, "
+                                "retry_at = ?", [error, retry_at])
 
     def _update(self, event_ids: Sequence[str], assignments: str, params: list) -> None:
         # `or ignore`: no assignment here can break a constraint, and SQLite then keeps no statement journal

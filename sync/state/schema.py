@@ -95,3 +95,11 @@ def m006_pending_index(db: Database) -> None:
     # `status` lists the latest failures: by an index of failed rows, as the one it replaces gave them.
     db.execute("create index idx_ledger_failed on ledger (changed_at) where state = 'failed'")
     db.execute("drop index idx_ledger_state_changed_at")
+
+
+@migrations()
+def m007_unconfirmed(db: Database) -> None:
+    """Sends that failed after the event may have reached Usermaven (a timeout, a 500), and when the event may be
+    sent again: such an event is sent again alone, later each time, and a bounded number of times."""
+    db.table("ledger").add_column("unconfirmed", int, not_null_default=0)
+    db.table("ledger").add_column("retry_at", str)

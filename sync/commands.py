@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import sqlite3
 import sys
 import time
@@ -51,6 +52,10 @@ from sync.state.retries import POLL_SCOPE
 from sync.state.sql import now_text
 from sync.status import resume_command
 from sync.usermaven import BATCH_EVENTS, UsermavenClient
+
+# Free space the state's disk must have for a run to send events: marking a batch sent writes a few hundred KB
+# to the journal at most.
+MIN_FREE_BYTES = 8 * 2**20
 
 log = logging.getLogger("sync")
 
@@ -158,7 +163,7 @@ def run_backfill(config: Config, since: datetime, until: datetime | None, dry_ru
                 log.error("%s; the backfill goes on recording, and sends what is pending at its end%s", exc,
                           " (this batch: on a later run)" if exc.maybe_received else "")
                 if sender:
-                    sender.close()
+                    _close(sender, tally)
                 sender = None
 
         try:
@@ -170,7 +175,7 @@ def run_backfill(config: Config, since: datetime, until: datetime | None, dry_ru
                 send(sender.finish())
         finally:
             if sender:
-                sender.close()  # before the run's last delivery: nothing on the wire is also pending then
+                _close(sender, tally)  # before the run's last delivery: nothing on the wire is also pending then
         if tally.counts.unread:
             resume = resume_command({"since": format_time(since), "until": until and format_time(until)},
                                     config.state_db, config.config_file)
@@ -180,6 +185,14 @@ def run_backfill(config: Config, since: datetime, until: datetime | None, dry_ru
         return None
 
     return _execute("backfill", config, dry_run, out, work)
+
+
+def _close(sender: Sender, tally: Tally) -> None:
+    """Close the backfill's sender, counting what it settled even if a second Ctrl-C stops it midway."""
+    try:
+        sender.close()
+    finally:
+        tally.add(sender.closed)
 
 
 def replay_deal(config: Config, record_id: str, since: datetime | None, dry_run: bool = False,
@@ -273,6 +286,11 @@ def _execute_run(command: str, config: Config, dry_run: bool, out: TextIO | None
             message = f"{exc}; nothing past the last committed batch was recorded, the next run retries"
         except KeyboardInterrupt:
             code, message = EXIT_INTERRUPTED, "interrupted; what was committed stays, the next run goes on from there"
+        except sqlite3.Error as exc:  # a full disk, an I/O error: the state could not be written
+            code = EXIT_UNDELIVERED
+            message = (f"the state at {config.state_db} could not be written ({exc}): check its disk (free space, "
+                       "errors); what was committed stays, nothing was sent after the failure, the next run goes on "
+                       "from there")
         except BrokenPipeError:
             # `--dry-run | head`: the reader has all it wanted. Point stdout at /dev/null so that Python's own
             # flush at exit does not fail again.
@@ -285,11 +303,14 @@ def _execute_run(command: str, config: Config, dry_run: bool, out: TextIO | None
         finally:
             seconds = time.monotonic() - began
             counts = tally.counts
-            state.runs.finish(
-                run_id, seconds=round(seconds, 3), attio_requests=attio.stats.requests,
-                usermaven_requests=usermaven.stats.requests, deals_read=counts.deals_read,
-                transitions=counts.transitions, sent=counts.sent, held=counts.held, failed=counts.failed,
-                exit_code=code, message=redactor(message) or None)
+            try:
+                state.runs.finish(
+                    run_id, seconds=round(seconds, 3), attio_requests=attio.stats.requests,
+                    usermaven_requests=usermaven.stats.requests, deals_read=counts.deals_read,
+                    transitions=counts.transitions, sent=counts.sent, held=counts.held, failed=counts.failed,
+                    exit_code=code, message=redactor(message) or None)
+            except sqlite3.Error as exc:  # the disk that failed the run fails this too: the run is reported
+                log.warning("this run could not be recorded in the state (%s)", exc)
     report = Report(command, code, redactor(message), tally.counts, attio.stats.requests, usermaven.stats.requests,
                     seconds)
     if report.message:
@@ -304,19 +325,23 @@ def _work(s: Services, tally: Tally, work: Work, dry_run: bool, out: TextIO, lis
     s.resolver.user_id_attribute = s.source.user_id_attribute  # the slug check() found, if an id was configured
     started_at = now_text()
     final: str | None = None
+    state_failed = False
     try:
         final = work(s, tally)
         if final is None:
             tally.add(release_held(s.state, s.source, s.resolver, detected_before=started_at))
     except DeliveryStopped as exc:
         tally.stopped(exc)
+    except sqlite3.Error:
+        state_failed = True  # nothing is sent: what Usermaven took could not be marked sent either
+        raise
     finally:
         # Whatever was committed before an Attio failure or Ctrl-C is sent now, not left for the next run.
-        if final is None:
+        if final is None and not state_failed:
             try:
                 if dry_run:
                     tally.add(print_pending(s.state, out))
-                elif tally.sending:
+                elif tally.sending and _room_to_record(s.config, tally):
                     tally.add(deliver(s.state, s.usermaven, s.config.usermaven_api_key))
             except DeliveryStopped as exc:
                 tally.stopped(exc)
@@ -338,6 +363,21 @@ def _work(s: Services, tally: Tally, work: Work, dry_run: bool, out: TextIO, lis
         return EXIT_UNDELIVERED, "; ".join(problems)
     report_standing_conditions(s.state, counts)
     return EXIT_OK, ""
+
+
+def _room_to_record(config: Config, tally: Tally) -> bool:
+    """Whether the state's disk has room to mark what Usermaven takes as sent. Without it, every run would send
+    the same events again and fail to record them."""
+    try:
+        free = shutil.disk_usage(config.state_db.parent).free
+    except OSError:
+        return True  # unknown: the writes themselves will say
+    if free >= MIN_FREE_BYTES:
+        return True
+    tally.errors.append(f"the disk that holds the state has {free // 1024} KB free, under the "
+                        f"{MIN_FREE_BYTES // 2**20} MB needed to record what is sent: nothing was sent; free some "
+                        "space")
+    return False
 
 
 def report_standing_conditions(state: State, counts: dict[str, int], now: datetime | None = None) -> None:

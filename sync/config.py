@@ -199,6 +199,11 @@ def _stage_event_types(name: str, value: str | dict[str, str] | None, problems: 
     return mapping
 
 
+def _plain(value: str) -> bool:
+    """Printable ASCII without spaces: what keys, tokens and URLs are made of."""
+    return value.isascii() and value.isprintable() and " " not in value
+
+
 def load_config(
     environ: Mapping[str, str],
     config_file: Path | None = None,
@@ -223,6 +228,12 @@ def load_config(
             # Shorter values cannot be masked in messages without garbling them (see redact.py).
             problems.append(f"{setting.name} is shorter than {MIN_SECRET_LENGTH} characters, which no real key, "
                             "token or ping URL is: copy the whole value")
+        elif setting.secret and raw[setting.name] and not _plain(raw[setting.name] or ""):
+            # A line break or a curly quote pasted with it would reach an error message in a form (escaped)
+            # that the mask does not match.
+            problems.append(f"{setting.name} holds a space, a line break, a quote or another character that is not "
+                            "plain ASCII, which no real key, token or ping URL does: copy the value again (it is not "
+                            "shown)")
 
     for name in ("ATTIO_BASE_URL", "USERMAVEN_EVENTS_URL", "USERMAVEN_SITE_URL"):
         url = raw[name]
@@ -246,10 +257,18 @@ def load_config(
                         "(its value is not shown: it holds the monitor's key)")
     event_attributes = _names("ATTIO_EVENT_ATTRIBUTES", raw["ATTIO_EVENT_ATTRIBUTES"], problems)
     stage_event_types = _stage_event_types("USERMAVEN_STAGE_EVENT_TYPES", stage_types, problems)
-    state_db = (state_override or Path(raw["SYNC_STATE_DB"] or "state/sync.db")).expanduser()
-    if state_db.is_dir():
-        problems.append(f"the state path {state_db} is a folder: give --state or SYNC_STATE_DB a file name, such as "
-                        f"{state_db / 'sync.db'}")
+    state_db = state_override or Path(raw["SYNC_STATE_DB"] or "state/sync.db")
+    try:
+        state_db = state_db.expanduser()
+        if state_db.is_dir():
+            problems.append(f"the state path {state_db} is a folder: give --state or SYNC_STATE_DB a file name, such "
+                            f"as {state_db / 'sync.db'}")
+    except RuntimeError:  # ~user with no home folder
+        problems.append(f"the state path {state_db} names a home folder that this machine does not know: give "
+                        "--state or SYNC_STATE_DB a path without ~, or with the user's name right")
+    except OSError as exc:
+        problems.append(f"the state path {state_db} cannot be reached ({exc.strerror or exc}): run as a user who may "
+                        "reach its folder, or give --state or SYNC_STATE_DB another path")
     if problems:
         raise ConfigError(problems)
     return Config(

@@ -255,6 +255,7 @@ class Sender:
         self._ids: set[str] = set()  # event ids queued or on the wire: not read as pending again
         self._halted = False
         self._answered = False  # Usermaven answered a batch of this run
+        self.closed = Counts()  # what `close` settled
 
     def send_full_batches(self) -> Iterator[Counts]:
         """Settle the batches that finished, then queue every full batch of pending events not queued yet.
@@ -275,7 +276,8 @@ class Sender:
 
     def close(self) -> None:
         """Send nothing more; the batch on the wire is waited for and settled (marked sent if Usermaven took it,
-        left pending otherwise), so that nothing is both sent and pending when the run goes on to its end."""
+        left pending otherwise), so that nothing is both sent and pending when the run goes on to its end.
+        What settling did is in `closed`, counted as it is done (a second Ctrl-C may stop `close` midway)."""
         self._halted = True
         try:
             self._drain()
@@ -286,8 +288,8 @@ class Sender:
             self._drain()
 
     def _drain(self) -> None:
-        for _ in self._settle(wait=True, quiet=True):
-            pass
+        for counts in self._settle(wait=True, quiet=True):
+            self.closed += counts
 
     def _post(self, stored: list[str]) -> None:
         """Send the events (their stored texts) on the worker thread, the API key spliced in there too."""

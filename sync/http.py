@@ -21,6 +21,7 @@ from urllib3.connectionpool import ConnectionPool
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
+from sync.clock import http_date
 from sync.errors import ConfigError
 
 CONNECT_TIMEOUT = 10  # seconds; the read timeout is the SYNC_HTTP_TIMEOUT setting
@@ -29,8 +30,10 @@ RETRY_STATUSES = (429, 500, 502, 503, 504)
 NOT_RECEIVED_STATUSES = (429, 503)
 BACKOFF_FACTOR = 0.5  # seconds; doubles each retry (the tests set it to 0)
 # urllib3 turns an HTTP-date Retry-After into seconds with the local clock: a clock far behind the server's
-# must not make one 429 wait for minutes.
+# must not make one 429 wait for minutes. Where the answer has a Date and this machine's clock is more than
+# CLOCK_SLACK from it, the wait is read by the server's clock instead (Retry-After less Date).
 MAX_RETRY_AFTER = 60.0
+CLOCK_SLACK = 2.0
 
 
 # Aim this far under the ceiling: requests that fill a second of the server's count exactly would earn a 429
@@ -197,7 +200,10 @@ def _retry_class(stats: RequestStats, limiter: RateLimiter | None) -> type[Retry
 
         def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
             seconds = super().get_retry_after(response)
-            return None if seconds is None else min(seconds, MAX_RETRY_AFTER)
+            if seconds is None:
+                return None
+            by_server = server_wait(response, time.time())
+            return min(seconds if by_server is None else by_server, MAX_RETRY_AFTER)
 
         def sleep(self, response: BaseHTTPResponse | None = None) -> None:
             super().sleep(response)
@@ -205,6 +211,17 @@ def _retry_class(stats: RequestStats, limiter: RateLimiter | None) -> type[Retry
                 limiter.wait()
 
     return CountingRetry
+
+
+def server_wait(response: BaseHTTPResponse, now: float) -> float | None:
+    """When this machine's clock (`now`) is more than CLOCK_SLACK off the answer's Date, the wait an HTTP-date
+    Retry-After means by the server's clock: Retry-After less Date, in seconds (never negative). None otherwise
+    (a Retry-After in seconds needs no clock; with the clocks together, this machine's is the finer)."""
+    after = http_date(response.headers.get("Retry-After"))
+    date = http_date(response.headers.get("Date"))
+    if after is None or date is None or abs(now - date.timestamp()) <= CLOCK_SLACK:
+        return None
+    return max(0.0, (after - date).total_seconds())
 
 
 def make_pool(

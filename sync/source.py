@@ -120,15 +120,18 @@ class DealSource:
         is asked for with these reads, and the next `scan(None)` starts with it."""
         target, identifier = self.target
         # The first reads go out together: one round trip before the run starts, not three or four.
-        with ThreadPoolExecutor(4, thread_name_prefix="check") as pool:
+        with ThreadPoolExecutor(5, thread_name_prefix="check") as pool:
             if list_first:
                 self._first_page = pool.submit(self.client.query_page, self._query_path(), None, 0)
             token = pool.submit(self.client.check_token)
             own = pool.submit(self.client.attributes, target, identifier)
             people_future = pool.submit(self.client.attributes, "objects", "people") if self.user_id_attribute else None
+            list_future = pool.submit(self.client.get_one, f"/v2/lists/{quote(self.list)}") if self.list else None
             token.result()  # an auth error first, whatever else failed
             attributes = own.result()
             people = people_future.result() if people_future else []
+            if list_future:
+                self._check_list_parent(list_future.result())
         with reading(f"GET /v2/{target}/{identifier}/attributes"):
             self.attribute = stage_attribute_slug(attributes, self.attribute, f"{target[:-1]} {identifier!r}")
         if self.user_id_attribute:
@@ -138,6 +141,22 @@ class DealSource:
             self._check_event_attributes(attributes)
         if self.stage_event_types:
             check_stage_event_types(self.stage_event_types, self._status_titles(), self.attribute)
+
+    def _check_list_parent(self, list_: dict) -> None:
+        """The list's entries are records of ATTIO_OBJECT (SetupError if not): otherwise every entry's record would
+        be looked for among the wrong object's, and its events held for want of a person."""
+        with reading(f"GET /v2/lists/{self.list}"):
+            parents = [str(p) for p in list_.get("parent_object") or []]
+        if not parents or self.object in parents:
+            return
+        # The list may name its parent by id where the setting names it by slug, or the other way round.
+        found = self.client.get_one(f"/v2/objects/{quote(self.object)}")
+        with reading(f"GET /v2/objects/{self.object}"):
+            names = {found.get("api_slug"), (found.get("id") or {}).get("object_id")}
+        if names & set(parents):
+            return
+        raise SetupError(f"ATTIO_LIST {self.list!r} holds records of {' or '.join(map(repr, parents))}, not of "
+                         f"ATTIO_OBJECT {self.object!r}: set ATTIO_OBJECT={parents[0]}")
 
     def _check_event_attributes(self, target_attributes: list[dict]) -> None:
         """Find each attribute ATTIO_EVENT_ATTRIBUTES names on the object (and the list): SetupError naming

@@ -266,6 +266,32 @@ def test_a_secret_too_short_to_mask_is_a_configuration_error(env):
         assert load_config({**env, name: "abcd1234"}) is not None
 
 
+@pytest.mark.parametrize("value", ["attio-key\nsecret-tail", "attio-key-secret-tail\u201d", "attio key secret"])
+def test_a_secret_with_a_line_break_a_space_or_a_curly_quote_is_a_configuration_error(run, env, tmp_path, value,
+                                                                                        monkeypatch):
+    """A key pasted across two lines (a TOML multi-line string) or with a curly quote would reach an error message
+    escaped, in a form the mask does not match: refused before anything runs, exit 2, the value not shown."""
+    config = tmp_path / "sync.toml"
+    config.write_text(f"ATTIO_API_KEY = {json.dumps(value)}\n", encoding="utf-8")
+    monkeypatch.delenv("ATTIO_API_KEY")
+    code, out, err = run("run", "--config", str(config))
+    assert code == 2
+    assert "ATTIO_API_KEY holds a space, a line break, a quote or another character that is not plain ASCII" in err
+    assert "secret" not in out + err and "Traceback" not in err
+
+
+def test_a_state_path_that_cannot_be_reached_is_a_configuration_error(run, env, monkeypatch):
+    code, out, err = run("status", "--state", "~no-such-user-here/sync.db")
+    assert code == 2 and "names a home folder that this machine does not know" in err and "Traceback" not in err
+
+    def refused(self: Path) -> bool:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "is_dir", refused)  # as a user who may not enter /root (the tests run as root)
+    code, out, err = run("status", "--state", "/root/sync.db")
+    assert code == 2 and "the state path /root/sync.db cannot be reached (Permission denied)" in err
+
+
 def test_the_redactor_masks_real_secrets_and_leaves_empty_or_short_values_alone():
     from sync.redact import Redactor
 

@@ -36,3 +36,13 @@ def test_demo_keep_leaves_the_folder_with_the_state_and_events(temp_root, capsys
     [folder] = _demo_folders(temp_root)
     assert (folder / "sync.db").exists() and (folder / "events.jsonl").exists()
     assert f"status --state {folder / 'sync.db'}" in capsys.readouterr().out
+
+
+def test_demo_never_writes_into_an_existing_state(run, env, tmp_path):
+    """`--state` is a common option: given a real state, the demo would move its checkpoint and mix sandbox deals
+    into its snapshot. It refuses (exit 2) and leaves the file as it was."""
+    state = tmp_path / "real.db"
+    state.write_bytes(b"a real state")
+    code, out, err = run("demo", "--deals", "20", "--state", str(state))
+    assert code == 2 and f"demo --state must name a file that does not exist yet: {state} does" in err
+    assert state.read_bytes() == b"a real state"

@@ -54,6 +54,21 @@ def test_retry_after_far_in_the_future_is_capped(monkeypatch):
     assert slept == [60.0]
 
 
+@pytest.mark.parametrize("skew", [600, -600])
+def test_retry_after_is_read_by_the_servers_clock_when_this_machines_is_off(monkeypatch, skew):
+    """Attio's clock ten minutes ahead of this machine's (or behind): its 429 says "the next second" of its own
+    clock, and its Date says what that clock read. The wait is about a second, not a minute (nor nothing, which
+    would send the retry into the same full second)."""
+    retry = make_pool("https://api.attio.com", RequestStats()).connection_pool_kw["retries"]
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    headers = {"Date": format_datetime_now(skew), "Retry-After": format_datetime_now(skew + 1)}
+    response = HTTPResponse(body=b"", headers=headers, status=429)
+    retry = retry.increment(method="POST", url="/v2/objects/deals/records/query", response=response)
+    retry.sleep(response)
+    assert len(slept) == 1 and 0.9 <= slept[0] <= 1.1
+
+
 def format_datetime_now(seconds: int) -> str:
     from datetime import UTC, datetime, timedelta
 

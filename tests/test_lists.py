@@ -78,3 +78,16 @@ def test_replay_of_a_record_not_on_the_list_exits_2(pipeline, usermaven, run):
     code, out, err = run("replay", uid("d3"))
     assert code == 2
     assert f"deal {uid('d3')} has no entry on the list 'sales_pipeline'" in err
+
+
+def test_a_list_of_another_object_than_attio_object_is_refused_before_anything_runs(pipeline, usermaven, run,
+                                                                                      monkeypatch):
+    """A company pipeline with ATTIO_OBJECT left at `deals` (or the other way round): every entry's record would be
+    looked for among the wrong object's and its events held for want of a person. Found by a review."""
+    monkeypatch.setenv("ATTIO_OBJECT", "companies")
+    code, out, err = run("run", "--backfill", "--since", "2020-01-01")
+    assert code == 2
+    assert "ATTIO_LIST 'sales_pipeline' holds records of 'deals', not of ATTIO_OBJECT 'companies'" in err
+    assert "set ATTIO_OBJECT=deals" in err and usermaven.events == []
+    monkeypatch.setenv("ATTIO_OBJECT", pipeline.objects["deals"].id)  # the same object, by its id: accepted
+    assert run("run", "--backfill", "--since", "2020-01-01")[0] == 0

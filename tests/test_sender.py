@@ -175,3 +175,5 @@ def test_ctrl_c_twice_sends_no_batch_twice_in_the_run(attio, usermaven, mocked, 
     assert set(deliveries.values()) == {1}
     sent = {r["event_id"] for r in ledger_rows(env) if r["state"] == "sent"}
     assert set(deliveries) == sent
+    # and the run's summary counts them all, those the stop settled included (a review found it short)
+    assert f", {len(sent)} event(s) sent," in err

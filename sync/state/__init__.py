@@ -123,8 +123,11 @@ def check_file(path: Path, quick: bool = True) -> None:
     except sqlite3.DatabaseError as exc:
         if "not a database" in str(exc):
             problem = f"is not a readable SQLite database ({exc})"
-        else:
+        elif getattr(exc, "sqlite_errorcode", sqlite3.SQLITE_CORRUPT) & 0xFF == sqlite3.SQLITE_CORRUPT:
             problem = f"is damaged (SQLite: {exc}): {DAMAGED}"
+        else:  # a full disk, an I/O error: nothing says the file is damaged
+            problem = (f"cannot be read now (SQLite: {exc}): check the disk that holds it (free space, errors), "
+                       "then run again; the file itself may well be sound")
     finally:
         conn.close()
     if problem:

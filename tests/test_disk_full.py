@@ -1,0 +1,79 @@
+"""A full disk (or one that fails) under the state: nothing is sent that could not be recorded as sent, and the
+file is not called damaged. Found by a review, on a small tmpfs: every run sent the same events again."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import namedtuple
+from datetime import timedelta
+
+from sync import commands
+from sync import state as state_module
+from sync.state.ledger import Ledger
+from tests.conftest import NOW, add_deal, ledger_rows, uid
+
+MINUTE = timedelta(minutes=1)
+Usage = namedtuple("Usage", "total used free")
+
+
+def _pending(workspace, run, usermaven) -> None:
+    """Two moves after the baseline, recorded and left pending (Usermaven said 503 to every try)."""
+    run("run")
+    for n in range(2):
+        add_deal(workspace, uid(f"new{n}"), f"New {n}", [("Lead", NOW + MINUTE)], people=[uid("p1")])
+    workspace.clock = NOW + 10 * MINUTE
+    usermaven.answers = [(503, {"message": "busy", "error": ""})] * 10
+    assert run("run")[0] == 1
+    usermaven.answers = []
+
+
+def test_with_too_little_free_space_nothing_is_sent(workspace, usermaven, run, env, monkeypatch):
+    _pending(workspace, run, usermaven)
+    requests = usermaven.requests
+    with monkeypatch.context() as patched:
+        patched.setattr(commands.shutil, "disk_usage", lambda path: Usage(10**9, 10**9 - 65536, 65536))
+        code, out, err = run("run")
+    assert code == 1 and usermaven.requests == requests
+    assert "the disk that holds the state has 64 KB free, under the 8 MB needed to record what is sent" in err
+    assert "2 event(s) stay pending" in err
+    assert run("run")[0] == 0 and len(usermaven.events) == 2
+
+
+def test_a_state_write_that_fails_stops_the_run_before_anything_is_sent(workspace, usermaven, run, env, monkeypatch):
+    _pending(workspace, run, usermaven)
+    requests = usermaven.requests
+
+    def full(self: Ledger, event_ids: list[str]) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Ledger, "mark_checked", full)  # the first write after the poll: held events re-checked
+    monkeypatch.setattr(commands, "release_held", _releasing_one(commands.release_held))
+    code, out, err = run("run")
+    assert code == 1 and usermaven.requests == requests
+    assert "could not be written (database or disk is full): check its disk" in err
+    assert "internal error" not in err and "Traceback" not in err
+    assert {r["state"] for r in ledger_rows(env)} == {"pending"}
+
+
+def _releasing_one(release):  # type: ignore[no-untyped-def]
+    """release_held, made to write (as it does when events are held): through mark_checked."""
+
+    def release_and_write(state, *args, **kwargs):  # type: ignore[no-untyped-def]
+        state.ledger.mark_checked(["x"])
+        return release(state, *args, **kwargs)
+
+    return release_and_write
+
+
+def test_a_disk_error_while_checking_the_file_is_not_called_damage(workspace, usermaven, run, env, monkeypatch):
+    run("run")
+
+    def failing(conn, quick=True):  # type: ignore[no-untyped-def]
+        exc = sqlite3.OperationalError("disk I/O error")
+        exc.sqlite_errorcode = sqlite3.SQLITE_IOERR  # type: ignore[attr-defined]
+        raise exc
+
+    monkeypatch.setattr(state_module, "_problem", failing)
+    code, out, err = run("run")
+    assert code == 2 and "cannot be read now (SQLite: disk I/O error): check the disk that holds it" in err
+    assert "damaged" not in err and "restore it from a backup" not in err

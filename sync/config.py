@@ -136,8 +136,13 @@ def _loopback(host: str | None) -> bool:
 
 def _check_url(name: str, value: str, problems: list[str]) -> None:
     parsed = urlparse(value)
-    # Shown without its query or fragment: a URL pasted from the seed guide carries the token there.
+    # Shown without its query or fragment (a URL pasted from the seed guide carries the token there) and without
+    # a user:password@.
     shown = value.split("?", 1)[0].split("#", 1)[0]
+    if "@" in shown:
+        head, _, host = shown.rpartition("@")
+        scheme = head.split("://", 1)[0] + "://" if "://" in head else ""
+        shown = f"{scheme}***@{host}"
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         problems.append(f"{name} must be an http(s) URL such as https://example.com, got {shown!r}")
     elif name in SERVICE_URLS and parsed.scheme != "https" and not _loopback(parsed.hostname):

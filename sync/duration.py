@@ -6,6 +6,7 @@ import re
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 MIN_EVERY = 10  # seconds: a shorter poll interval only queues runs behind the lock
+MAX_SECONDS = 3650 * 86_400  # ten years: longer is a typo, and overflows the clock arithmetic it feeds
 _PART = re.compile(r"(\d+)([smhd])")
 
 
@@ -13,11 +14,16 @@ def parse_duration(text: str) -> int:
     """Seconds in `text`; raise ValueError saying how to write it."""
     value = text.strip().lower()
     if value.isdigit():
-        return int(value)
-    parts = _PART.findall(value)
-    if not value or not parts or "".join(n + u for n, u in parts) != value or len({u for _, u in parts}) < len(parts):
-        raise ValueError(f"{text!r} is not a duration: write e.g. 30s, 5m, 1h or 1h30m (or seconds alone)")
-    return sum(int(number) * UNITS[unit] for number, unit in parts)
+        seconds = int(value)
+    else:
+        parts = _PART.findall(value)
+        if (not value or not parts or "".join(n + u for n, u in parts) != value
+                or len({u for _, u in parts}) < len(parts)):
+            raise ValueError(f"{text!r} is not a duration: write e.g. 30s, 5m, 1h or 1h30m (or seconds alone)")
+        seconds = sum(int(number) * UNITS[unit] for number, unit in parts)
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"{text!r} is longer than ten years: write e.g. 7d or 30d")
+    return seconds
 
 
 def parse_every(text: str) -> int:

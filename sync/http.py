@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import ssl
 import threading
 import time
 import urllib.request
@@ -278,8 +279,22 @@ def ca_bundle() -> str:
     CURL_CA_BUNDLE as requests reads them, then SSL_CERT_FILE, else certifi's."""
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
         if os.environ.get(name):
+            _check_bundle(name, os.environ[name])
             return os.environ[name]
     return certifi.where()
+
+
+def _check_bundle(name: str, path: str) -> None:
+    """ConfigError unless `path` holds certificates: a missing or unreadable bundle would otherwise fail every
+    request, retried, as if the server could not be reached."""
+    try:
+        if os.path.isdir(path):
+            ssl.create_default_context(capath=path)
+        else:
+            ssl.create_default_context(cafile=path)
+    except OSError as exc:  # ssl.SSLError included
+        raise ConfigError([f"{name} names {path}, which is not a readable bundle of CA certificates ({exc}): point "
+                           "it at a PEM file of certificates, or unset it"]) from None
 
 
 def reason(exc: Exception) -> str:
@@ -304,6 +319,11 @@ def environment_proxy(url: str) -> str | None:
         raise ConfigError([f"the proxy set for {parts.scheme} in the environment is a {scheme} proxy, which this "
                           "program cannot use: set HTTPS_PROXY to an http(s) proxy, or NO_PROXY to the hosts to "
                           "reach directly"])
+    try:
+        urllib3.util.parse_url(proxy)  # a malformed host or port: here, not as an internal error mid-run
+    except urllib3.exceptions.LocationParseError:
+        raise ConfigError([f"the proxy set for {parts.scheme} in the environment is not a URL this program can read "
+                           "(its value is not shown: it may hold a password): write it as http://host:port"]) from None
     return proxy
 
 

@@ -50,3 +50,10 @@ def test_a_toml_table_of_non_strings_is_refused(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(REQUIRED, path)
     assert len(caught.value.problems) == 2
+
+
+def test_a_password_in_a_service_url_is_not_shown_in_the_message():
+    with pytest.raises(ConfigError) as caught:
+        load_config({**REQUIRED, "ATTIO_BASE_URL": "http://user:AtPassw0rd@api.example.com/v2"})
+    [problem] = caught.value.problems
+    assert "got 'http://***@api.example.com/v2'" in problem and "AtPassw0rd" not in problem

@@ -19,6 +19,19 @@ def test_what_is_not_a_duration_is_refused_with_how_to_write_one(text):
         parse_duration(text)
 
 
+@pytest.mark.parametrize("text", ["99999999999999999d", "3651d", str(3650 * 86_400 + 1)])
+def test_a_duration_longer_than_ten_years_is_refused(text):
+    """Found by a review: `status --check --max-age 99999999999d` overflowed into an internal error."""
+    with pytest.raises(ValueError, match="is longer than ten years"):
+        parse_duration(text)
+    assert parse_duration("3650d") == 3650 * 86_400
+
+
+def test_a_huge_duration_is_a_usage_error_not_an_internal_one(run):
+    code, out, err = run("status", "--check", "--max-age", "99999999999999999d")
+    assert code == 2 and "longer than ten years" in err and "internal error" not in err
+
+
 def test_every_is_at_least_ten_seconds():
     assert parse_every("10s") == 10
     with pytest.raises(ValueError, match="--every must be at least 10 seconds, got 9s"):

@@ -6,6 +6,7 @@ import base64
 import threading
 import time
 from email.utils import format_datetime
+from pathlib import Path
 
 import certifi
 import pytest
@@ -144,20 +145,44 @@ def no_proxy_settings(monkeypatch):
 def test_the_environment_names_the_proxy_and_the_ca_bundle(monkeypatch, no_proxy_settings, tmp_path):
     plain = make_pool("https://api.attio.com", RequestStats())
     assert not isinstance(plain, urllib3.ProxyManager) and plain.connection_pool_kw["ca_certs"] == certifi.where()
+    system, corporate = tmp_path / "system.pem", tmp_path / "corporate.pem"
+    for bundle in (system, corporate):
+        bundle.write_bytes(Path(certifi.where()).read_bytes())
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
-    monkeypatch.setenv("SSL_CERT_FILE", "/etc/ssl/system.pem")
+    monkeypatch.setenv("SSL_CERT_FILE", str(system))
     proxied = make_pool("https://api.attio.com", RequestStats())
     assert isinstance(proxied, urllib3.ProxyManager) and proxied.proxy is not None
     assert proxied.proxy.host == "proxy.internal" and not proxied.proxy_headers
-    assert proxied.connection_pool_kw["ca_certs"] == "/etc/ssl/system.pem"
+    assert proxied.connection_pool_kw["ca_certs"] == str(system)
     # requests' own settings first (a corporate CA given to requests keeps working), a directory as such
-    monkeypatch.setenv("CURL_CA_BUNDLE", "/etc/ssl/corporate.pem")
-    assert make_pool("https://api.attio.com", RequestStats()).connection_pool_kw["ca_certs"] == "/etc/ssl/corporate.pem"
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(corporate))
+    assert make_pool("https://api.attio.com", RequestStats()).connection_pool_kw["ca_certs"] == str(corporate)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path))
     assert make_pool("https://api.attio.com", RequestStats()).connection_pool_kw["ca_cert_dir"] == str(tmp_path)
     monkeypatch.setenv("NO_PROXY", ".attio.com")
     assert not isinstance(make_pool("https://api.attio.com", RequestStats()), urllib3.ProxyManager)
     assert isinstance(make_pool("https://events.usermaven.com", RequestStats()), urllib3.ProxyManager)
+
+
+@pytest.mark.parametrize("content", [None, b"not a certificate"])
+def test_a_ca_bundle_that_is_missing_or_holds_no_certificate_is_a_configuration_error(run, env, monkeypatch,
+                                                                                      no_proxy_settings, tmp_path,
+                                                                                      content):
+    """Found by a review: every request failed, retried for half a minute, as if Attio could not be reached."""
+    bundle = tmp_path / "ca.pem"
+    if content is not None:
+        bundle.write_bytes(content)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    code, out, err = run("run")
+    assert code == 2 and f"REQUESTS_CA_BUNDLE names {bundle}, which is not a readable bundle of CA certificates" in err
+
+
+def test_a_malformed_proxy_url_is_a_configuration_error_that_does_not_show_it(run, env, monkeypatch,
+                                                                               no_proxy_settings):
+    monkeypatch.setenv("HTTPS_PROXY", "http://alice:secret-pass@[::1")
+    code, out, err = run("run")
+    assert code == 2 and "the proxy set for https in the environment is not a URL this program can read" in err
+    assert "secret-pass" not in err and "internal error" not in err
 
 
 def test_a_proxy_with_credentials_a_bare_host_or_all_proxy(monkeypatch, no_proxy_settings):

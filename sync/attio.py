@@ -215,6 +215,24 @@ def deal_from_record(record: dict, attributes: Sequence[EventAttribute] = ()) ->
     )
 
 
+def list_parent_problem(client: AttioClient, list_: dict, list_setting: str, object_setting: str) -> str | None:
+    """What is wrong if the list (`GET /v2/lists/{list}`'s item) holds records of another object than ATTIO_OBJECT:
+    every entry's record would be looked for among the wrong object's, and its events held for want of a person.
+    None if it holds that object's."""
+    with reading(f"GET /v2/lists/{list_setting}"):
+        parents = [str(p) for p in list_.get("parent_object") or []]
+    if not parents or object_setting in parents:
+        return None
+    # The list may name its parent by id where the setting names it by slug, or the other way round.
+    found = client.get_one(f"/v2/objects/{quote(object_setting)}")
+    with reading(f"GET /v2/objects/{object_setting}"):
+        names = {found.get("api_slug"), (found.get("id") or {}).get("object_id")}
+    if names & set(parents):
+        return None
+    return (f"ATTIO_LIST {list_setting!r} holds records of {' or '.join(map(repr, parents))}, not of ATTIO_OBJECT "
+            f"{object_setting!r}: set ATTIO_OBJECT={parents[0]}")
+
+
 def person_from_record(record: dict, user_id_attribute: str | None) -> Person:
     """A person's emails (Attio's order, normalised form) and, if configured, the app's user id."""
     values = record.get("values") or {}

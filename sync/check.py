@@ -8,8 +8,15 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
-from sync.attio import AttioClient, check_stage_event_types, stage_attribute_slug, user_id_attribute_slug
+from sync.attio import (
+    AttioClient,
+    check_stage_event_types,
+    list_parent_problem,
+    stage_attribute_slug,
+    user_id_attribute_slug,
+)
 from sync.attributes import AttributeProblem, select_attributes
 from sync.config import Config
 from sync.errors import AttioAuthError, AttioError, AttioNotFound, SetupError, StateError
@@ -87,6 +94,11 @@ def _check_attio(config: Config, client: AttioClient, report: SetupReport) -> No
                                    else ("objects", config.attio_object, "ATTIO_OBJECT"))
     if config.attio_list and not _attribute_exists(client, report, target, identifier, setting):
         return
+    if config.attio_list:
+        problem = list_parent_problem(client, client.get_one(f"/v2/lists/{quote(config.attio_list)}"),
+                                      config.attio_list, config.attio_object)
+        report.add(problem is None, "list's object", problem or f"{config.attio_list!r} holds records of "
+                   f"{config.attio_object!r}")
     attributes = client.attributes(target, identifier)
     try:
         slug = stage_attribute_slug(attributes, config.attio_stage_attribute, f"{target[:-1]} {identifier!r}")

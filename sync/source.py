@@ -21,6 +21,7 @@ from sync.attio import (
     check_stage_event_types,
     current_stage,
     deal_from_record,
+    list_parent_problem,
     pick_values,
     reading,
     stage_attribute_slug,
@@ -131,7 +132,9 @@ class DealSource:
             attributes = own.result()
             people = people_future.result() if people_future else []
             if list_future:
-                self._check_list_parent(list_future.result())
+                problem = list_parent_problem(self.client, list_future.result(), self.list or "", self.object)
+                if problem:
+                    raise SetupError(problem)
         with reading(f"GET /v2/{target}/{identifier}/attributes"):
             self.attribute = stage_attribute_slug(attributes, self.attribute, f"{target[:-1]} {identifier!r}")
         if self.user_id_attribute:
@@ -141,22 +144,6 @@ class DealSource:
             self._check_event_attributes(attributes)
         if self.stage_event_types:
             check_stage_event_types(self.stage_event_types, self._status_titles(), self.attribute)
-
-    def _check_list_parent(self, list_: dict) -> None:
-        """The list's entries are records of ATTIO_OBJECT (SetupError if not): otherwise every entry's record would
-        be looked for among the wrong object's, and its events held for want of a person."""
-        with reading(f"GET /v2/lists/{self.list}"):
-            parents = [str(p) for p in list_.get("parent_object") or []]
-        if not parents or self.object in parents:
-            return
-        # The list may name its parent by id where the setting names it by slug, or the other way round.
-        found = self.client.get_one(f"/v2/objects/{quote(self.object)}")
-        with reading(f"GET /v2/objects/{self.object}"):
-            names = {found.get("api_slug"), (found.get("id") or {}).get("object_id")}
-        if names & set(parents):
-            return
-        raise SetupError(f"ATTIO_LIST {self.list!r} holds records of {' or '.join(map(repr, parents))}, not of "
-                         f"ATTIO_OBJECT {self.object!r}: set ATTIO_OBJECT={parents[0]}")
 
     def _check_event_attributes(self, target_attributes: list[dict]) -> None:
         """Find each attribute ATTIO_EVENT_ATTRIBUTES names on the object (and the list): SetupError naming

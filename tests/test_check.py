@@ -78,7 +78,12 @@ def test_list_pipelines_need_the_list_scopes_and_an_existing_list(sandbox):
     assert result.returncode == 2
     assert "ok    scope list_entry:read" in result.stdout
     assert "FAIL  ATTIO_LIST" in result.stdout and "there is no list 'no_such_list'" in result.stdout
-    assert s.cli("check", ATTIO_LIST="sales_pipeline").returncode == 0
+    result = s.cli("check", ATTIO_LIST="sales_pipeline")
+    assert result.returncode == 0 and "ok    list's object" in result.stdout
+    # a list of deals with ATTIO_OBJECT set to another object: `run` would hold every event
+    result = s.cli("check", ATTIO_LIST="sales_pipeline", ATTIO_OBJECT="companies")
+    assert result.returncode == 2
+    assert "FAIL  list's object" in result.stdout and "set ATTIO_OBJECT=deals" in result.stdout
 
 
 def test_an_inactive_or_refused_token_is_the_first_failure(sandbox):

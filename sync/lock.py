@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
 from sync.errors import LockHeld
+
+# A lock found held is tried again this many times, this far apart, before the run gives up (exit 75): the probe
+# of `lock_holder` (a dry run's, `status`'s) holds it for a moment.
+LOCK_TRIES = 5
+LOCK_RETRY_SECONDS = 0.02
 
 
 def lock_path(state_path: Path) -> Path:
@@ -47,13 +53,18 @@ class StateLock:
     def __enter__(self) -> StateLock:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "an unknown process"
-            os.close(fd)
-            raise LockHeld(f"another run holds the lock on {self.path} ({holder}); "
-                           "wait for it to finish, or stop it if it is stuck") from None
+        for attempt in range(LOCK_TRIES):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt < LOCK_TRIES - 1:
+                    time.sleep(LOCK_RETRY_SECONDS)
+                    continue
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "an unknown process"
+                os.close(fd)
+                raise LockHeld(f"another run holds the lock on {self.path} ({holder}); "
+                               "wait for it to finish, or stop it if it is stuck") from None
         os.ftruncate(fd, 0)
         what = f" ({self.command})" if self.command else ""
         os.pwrite(fd, f"pid {os.getpid()}{what}, since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC\n".encode(), 0)

@@ -326,6 +326,7 @@ def _work(s: Services, tally: Tally, work: Work, dry_run: bool, out: TextIO, lis
     started_at = now_text()
     final: str | None = None
     state_failed = False
+    disk_full: str | None = None
     try:
         final = work(s, tally)
         if final is None:
@@ -341,53 +342,58 @@ def _work(s: Services, tally: Tally, work: Work, dry_run: bool, out: TextIO, lis
             try:
                 if dry_run:
                     tally.add(print_pending(s.state, out))
-                elif tally.sending and _room_to_record(s.config, tally):
-                    tally.add(deliver(s.state, s.usermaven, s.config.usermaven_api_key))
+                elif tally.sending and not (disk_full := _disk_full(s.config)):
+                    # Due when the run began: what fails in this run is not sent again in it.
+                    tally.add(deliver(s.state, s.usermaven, s.config.usermaven_api_key, due=started_at))
             except DeliveryStopped as exc:
                 tally.stopped(exc)
     if final is not None:
         return EXIT_OK, final
-    # The exit code says how the run ended, not what it met on the way: a 503 retried with success is exit 0.
+    # The exit code says how the run ended, not what it met on the way: a 503 retried with success is exit 0, and
+    # so is a run in which events only wait to be sent again after an earlier run's failure (delivery.RESEND_AFTER).
     counts = s.state.ledger.counts()
-    errors = "; ".join(dict.fromkeys(tally.errors))
+    counts["waiting"] = s.state.ledger.waiting(started_at) if counts["pending"] else 0
+    errors = "; ".join(dict.fromkeys([*tally.errors, *([disk_full] if disk_full else [])]))
     problems = [tally.unread] if tally.unread else []
-    if counts["pending"]:
-        # Without an error in this run, what is pending waits to be sent again (delivery.RESEND_AFTER).
-        why = errors or "waiting to be sent again after a send that may have arrived (see `status`)"
-        problems.append(f"{why}; {counts['pending']} event(s) stay pending for the next run")
+    if counts["pending"] and (errors or counts["pending"] > counts["waiting"]):
+        problems.append(f"{errors or 'not sent'}; {counts['pending']} event(s) stay pending for the next run")
     elif tally.counts.failed:
         problems.append(f"{tally.counts.failed} event(s) failed; see `status`")
-    elif errors:
-        log.warning("Usermaven failed on the way (%s); retried, and every event was delivered", errors)
+    elif tally.errors:
+        log.warning("Usermaven failed on the way (%s); retried, and every event was delivered",
+                    "; ".join(dict.fromkeys(tally.errors)))
+    elif disk_full:
+        log.warning("%s", disk_full)  # nothing was due
     if problems:
         return EXIT_UNDELIVERED, "; ".join(problems)
     report_standing_conditions(s.state, counts)
     return EXIT_OK, ""
 
 
-def _room_to_record(config: Config, tally: Tally) -> bool:
-    """Whether the state's disk has room to mark what Usermaven takes as sent. Without it, every run would send
-    the same events again and fail to record them."""
+def _disk_full(config: Config) -> str | None:
+    """Why nothing may be sent, if the state's disk lacks the room to mark what Usermaven takes as sent: every
+    run would then send the same events again and fail to record them."""
     try:
         free = shutil.disk_usage(config.state_db.parent).free
     except OSError:
-        return True  # unknown: the writes themselves will say
+        return None  # unknown: the writes themselves will say
     if free >= MIN_FREE_BYTES:
-        return True
-    tally.errors.append(f"the disk that holds the state has {free // 1024} KB free, under the "
-                        f"{MIN_FREE_BYTES // 2**20} MB needed to record what is sent: nothing was sent; free some "
-                        "space")
-    return False
+        return None
+    return (f"the disk that holds the state has {free // 1024} KB free, under the {MIN_FREE_BYTES // 2**20} MB "
+            "needed to record what is sent: nothing was sent; free some space")
 
 
 def report_standing_conditions(state: State, counts: dict[str, int], now: datetime | None = None) -> None:
-    """Events held and events failed stay so for many runs: say so when the number changes, and once a day."""
+    """Events held, failed or waiting to be sent again stay so for many runs: say so when the number changes, and
+    once a day."""
     standing = {
         "held": "%d event(s) held until their deal has a person with an email or user id; see `status`",
         "failed": "%d event(s) failed and are not retried: fix the cause, then `replay` the deal; see `status`",
+        "waiting": "%d event(s) wait to be sent again after a send that may have reached Usermaven (a timeout, a "
+                   "5xx); see `status`",
     }
     for name, text in standing.items():
-        count = counts[name]
+        count = counts.get(name, 0)
         if count == 0:
             if state.notices.last(name) not in (None, "0") and state.notices.due(name, "0", now):
                 log.info("no events %s any more", name)

@@ -33,15 +33,18 @@ log = logging.getLogger(__name__)
 HELD_RECHECK_DEALS = 400
 # Batches a backfill sends ahead of marking them sent: what a crash can make the next run send again.
 SEND_AHEAD = 8
-# An event whose send failed after it may have reached Usermaven (a timeout, a 500) is sent again later each
-# time: RESEND_AFTER, then twice as long after each such failure. After MAX_UNCONFIRMED of them (about 34 hours
-# of waits) it is marked failed and not sent again: the resends of an event that may have arrived are bounded.
-# It goes in a batch half as large after each (of its own after five), so that one event Usermaven always fails
-# on is soon alone and holds back no other.
+# An event whose send failed after it may have reached Usermaven (a timeout, a 500) waits before it is sent again:
+# RESEND_AFTER after the first such failure, twice as long after each next one, MAX_WAIT at most. It goes in a
+# batch half as large each time (alone after five), after the other events of its run, so that one event
+# Usermaven always fails on is soon alone and holds back no other. It is marked failed, and not sent again, after
+# MAX_UNCONFIRMED such sends in runs where Usermaven took other events (the event is the problem; about 20 hours
+# of waits), or after GIVE_UP_AFTER in any case (an outage of about four days): its resends are bounded.
 RESEND_AFTER = timedelta(minutes=1)
+MAX_WAIT = timedelta(hours=6)
 MAX_UNCONFIRMED = 12
-# A send that may have arrived does not stop the run's delivery: its events wait, the others go on. This many
-# such failures in a row do: Usermaven is failing, not some events.
+GIVE_UP_AFTER = 24
+# Such a failure does not stop the run's delivery: the others go on. This many in a row do: Usermaven is failing,
+# not some events.
 STOP_AFTER = 2
 
 
@@ -85,46 +88,54 @@ def _release(state: State, source: DealSource, resolver: Resolver, record_ids: l
     return released
 
 
-def deliver(state: State, usermaven: UsermavenClient, api_key: str, min_batch: int = 1) -> Iterator[Counts]:
-    """Send every pending event, oldest first, in batches; mark each batch sent when Usermaven says 200,
-    and yield what each request did.
+def deliver(state: State, usermaven: UsermavenClient, api_key: str, min_batch: int = 1, due: str | None = None
+            ) -> Iterator[Counts]:
+    """Send every pending event due at `due` (default: now), oldest first, in batches; mark each batch sent when
+    Usermaven says 200, and yield what each request did. A run passes the time it began: what fails in it is not
+    due again in it.
 
     With `min_batch` above 1 only full batches go out and the tail waits for the next call (a backfill
     sends as it reads without a half-empty request per step). A batch Usermaven rejects (400) is retried
     one event at a time so that only the bad events are marked failed. A send that may have arrived leaves its
-    events waiting (see RESEND_AFTER) and the others go on. Raises DeliveryStopped when Usermaven is unreachable,
-    refuses the token, or fails STOP_AFTER sends in a row.
+    events waiting (see RESEND_AFTER) and the others go on; at the end the last such failure is raised as
+    DeliveryStopped. Raises it at once when Usermaven is unreachable, refuses the token, or fails STOP_AFTER
+    sends in a row.
     """
-    in_a_row = 0
-    for rows in _pending_batches(state, min_batch):
+    in_a_row = taken = 0
+    last: DeliveryStopped | None = None
+    for rows in _pending_batches(state, min_batch, due=due):
         try:
-            yield from _send(state, usermaven, api_key, rows)
+            for counts in _send(state, usermaven, api_key, rows, took_others=taken > 0):
+                taken += counts.sent
+                yield counts
         except DeliveryStopped as exc:
             in_a_row += 1
             if exc.refused or not exc.maybe_received or in_a_row >= STOP_AFTER:
                 raise
-            log.warning("%s; %d event(s) wait to be sent again, the others go on", exc, len(rows))
+            last = exc
             continue
         in_a_row = 0
+    if last is not None:
+        raise last  # everything else due was sent: the run reports the failure
 
 
-def _pending_batches(state: State, min_batch: int, queued: Collection[str] = ()) -> Iterator[list[dict]]:
-    """The pending rows due now in Usermaven batches, oldest first, without the `queued` ones (left out by the
-    query, as they stand when it begins); it ends at the first batch smaller than `min_batch`, which waits for
-    the next call. Events sent before without a confirmation (see RESEND_AFTER) go in smaller batches of their
-    own, and only when `min_batch` is 1 (a run's last delivery)."""
-    for rows in state.ledger.iter_pending(decode=False, exclude=queued):
+def _pending_batches(state: State, min_batch: int, queued: Collection[str] = (), due: str | None = None
+                     ) -> Iterator[list[dict]]:
+    """The pending rows due at `due` in Usermaven batches, oldest first, without the `queued` ones (left out by
+    the query, as they stand when it begins); it ends at the first batch smaller than `min_batch`, which waits
+    for the next call. Events sent before without a confirmation (see RESEND_AFTER) go in smaller batches of
+    their own after the others, and only when `min_batch` is 1 (a run's last delivery)."""
+    for rows in state.ledger.iter_pending(decode=False, exclude=queued, due=due):
         by_sends: dict[int, list[dict]] = defaultdict(list)
         for row in rows:
             by_sends[row["unconfirmed"]].append(row)
-        fresh = by_sends.pop(0, [])
-        if min_batch == 1:
-            for sends, group in sorted(by_sends.items()):
-                yield from _batched(group, max(1, BATCH_EVENTS >> sends))
-        for batch in _batched(fresh, BATCH_EVENTS):
+        for batch in _batched(by_sends.pop(0, []), BATCH_EVENTS):
             if len(batch) < min_batch:
                 return
             yield batch
+        if min_batch == 1:
+            for sends, group in sorted(by_sends.items()):
+                yield from _batched(group, max(1, BATCH_EVENTS >> sends))
 
 
 def _batched(rows: list[dict], max_events: int) -> Iterator[list[dict]]:
@@ -154,13 +165,14 @@ def print_pending(state: State, out: TextIO) -> Iterator[Counts]:
         yield Counts(printed=printed)
 
 
-def _send(state: State, usermaven: UsermavenClient, api_key: str, rows: list[dict]) -> Iterator[Counts]:
+def _send(state: State, usermaven: UsermavenClient, api_key: str, rows: list[dict], took_others: bool = False
+          ) -> Iterator[Counts]:
     # The stored text, api_key spliced in: the bytes `for_sending` and `send` would give, without decoding
     # and encoding every event again.
     try:
         usermaven.send_encoded(sending_texts([row["payload"] for row in rows], api_key))
     except UsermavenError as exc:
-        yield from _not_taken(state, usermaven, api_key, rows, exc)
+        yield from _not_taken(state, usermaven, api_key, rows, exc, took_others)
         return
     yield _taken(state, rows)
 
@@ -172,18 +184,19 @@ def _taken(state: State, rows: list[dict]) -> Counts:
     return Counts(sent=len(rows))
 
 
-def _not_taken(state: State, usermaven: UsermavenClient, api_key: str, rows: list[dict], exc: UsermavenError
-               ) -> Iterator[Counts]:
+def _not_taken(state: State, usermaven: UsermavenClient, api_key: str, rows: list[dict], exc: UsermavenError,
+               took_others: bool = False) -> Iterator[Counts]:
     """Usermaven did not take these rows: DeliveryStopped when it cannot take events now, or (a rejected batch)
     the rows sent again one by one so that only the bad ones are marked failed. What each step did is yielded
-    as it is done, so that what was sent before a stop is counted."""
+    as it is done, so that what was sent before a stop is counted. `took_others`: Usermaven took other events
+    in this run (see MAX_UNCONFIRMED)."""
     ids = [row["event_id"] for row in rows]
     if isinstance(exc, UsermavenAuthError | UsermavenWrongUrl):
         raise DeliveryStopped(str(exc), refused=True) from None
     if isinstance(exc, UsermavenRejected):
         if len(rows) > 1:
             for row in rows:
-                yield from _send(state, usermaven, api_key, [row])
+                yield from _send(state, usermaven, api_key, [row], took_others)
             return
         with state.atomic():
             state.ledger.mark_failed(ids, str(exc))
@@ -192,22 +205,24 @@ def _not_taken(state: State, usermaven: UsermavenClient, api_key: str, rows: lis
         return
     maybe_received = isinstance(exc, UsermavenUnavailable) and exc.maybe_received
     if maybe_received:
-        yield _unconfirmed(state, rows, str(exc))
+        yield _unconfirmed(state, rows, str(exc), took_others)
     else:
         with state.atomic():
             state.ledger.note_attempt(ids, str(exc))
     raise DeliveryStopped(str(exc), maybe_received=maybe_received) from None
 
 
-def _unconfirmed(state: State, rows: list[dict], error: str, now: datetime | None = None) -> Counts:
-    """A send of these rows failed after it may have reached Usermaven: each waits to be sent again (see
-    RESEND_AFTER), or after MAX_UNCONFIRMED such sends is marked failed."""
+def _unconfirmed(state: State, rows: list[dict], error: str, took_others: bool, now: datetime | None = None
+                 ) -> Counts:
+    """A send of these rows failed after it may have reached Usermaven: each waits to be sent again, or is marked
+    failed after MAX_UNCONFIRMED such sends (`took_others`) or GIVE_UP_AFTER (see RESEND_AFTER)."""
     now = now or datetime.now(UTC)
+    limit = MAX_UNCONFIRMED if took_others else GIVE_UP_AFTER
     waiting: dict[int, list[str]] = defaultdict(list)
     given_up: list[dict] = []
     for row in rows:
         sends = row["unconfirmed"] + 1
-        if sends >= MAX_UNCONFIRMED:
+        if sends >= limit:
             given_up.append(row)
         else:
             waiting[sends].append(row["event_id"])
@@ -215,19 +230,22 @@ def _unconfirmed(state: State, rows: list[dict], error: str, now: datetime | Non
         for sends, ids in waiting.items():
             state.ledger.note_unconfirmed(ids, error, resend_at(sends, now))
         if given_up:
-            state.ledger.mark_failed([row["event_id"] for row in given_up],
-                                     f"{error}; sent {MAX_UNCONFIRMED} times, each time it may have arrived: not sent "
-                                     "again (replay the deal to send it once more)")
+            state.ledger.give_up([row["event_id"] for row in given_up],
+                                 f"{error}; sent {limit} times, each time it may have arrived: not sent again "
+                                 "(replay the deal to queue it again)")
+    for sends, ids in waiting.items():
+        log.warning("%s: %d event(s) may have reached Usermaven; sent again from %s UTC", error, len(ids),
+                    resend_at(sends, now)[:19].replace("T", " "))
     for row in given_up:
         log.error("event %s (deal %s → %s) failed: Usermaven failed %d times after it may have arrived (%s); "
-                  "not sent again", row["event_id"], row["deal_key"], row["to_stage"], MAX_UNCONFIRMED, error)
+                  "not sent again", row["event_id"], row["deal_key"], row["to_stage"], limit, error)
     return Counts(failed=len(given_up))
 
 
 def resend_at(sends: int, now: datetime) -> str:
     """When an event may be sent again after `sends` sends that may have arrived: RESEND_AFTER after the first,
-    twice as long after each one more."""
-    return format_time(now + RESEND_AFTER * 2 ** (sends - 1))
+    twice as long after each one more, MAX_WAIT at most."""
+    return format_time(now + min(RESEND_AFTER * 2 ** (sends - 1), MAX_WAIT))
 
 
 class _Skipped(Exception):

@@ -157,17 +157,18 @@ class Ledger:
 
     # -- delivery --
 
-    def iter_pending(self, batch: int = 500, decode: bool = True, exclude: Collection[str] = ()
+    def iter_pending(self, batch: int = 500, decode: bool = True, exclude: Collection[str] = (), due: str | None = None
                      ) -> Iterator[list[dict]]:
-        """Pending rows due now in chunks, oldest first; re-reads after each chunk so rows marked meanwhile drop out.
+        """Pending rows due at `due` (default: now) in chunks, oldest first; re-reads after each chunk so rows marked
+        meanwhile drop out.
         Rows whose event id is in `exclude` (a few hundred at most) are left out: by SQLite, given them as one
         JSON array, or here when its JSON functions are missing (built without them before 3.38).
 
         Each row has what delivery uses: `event_id`, `deal_key`, `to_stage`, `changed_at`, the `payload`
         (decoded, or with `decode` False the JSON text as stored), `payload_bytes` (what batches weigh) and
         `unconfirmed` (sends of it that may have arrived, unconfirmed). A row waiting to be sent again after such
-        a send (`retry_at` later than now) is not among them."""
-        after, now = ("", ""), now_text()
+        a send (`retry_at` later than `due`) is not among them."""
+        after, now = ("", ""), due or now_text()
         in_sql = bool(exclude) and self.json_each
         leave_out = "and event_id not in (select value from json_each(?)) " if in_sql else ""
         extra = [json.dumps(list(exclude))] if in_sql else []
@@ -201,6 +202,17 @@ class Ledger:
         before `retry_at`."""
         self._update(event_ids, "attempts = attempts + 1, unconfirmed = unconfirmed + 1, last_error = ?, "
                                 "retry_at = ?", [error, retry_at])
+
+    def give_up(self, event_ids: Sequence[str], error: str) -> None:
+        """A send of these events failed after they may have reached Usermaven, once too often: counted, and
+        marked failed (not sent again unless replayed)."""
+        self._update(event_ids, "state = ?, attempts = attempts + 1, unconfirmed = unconfirmed + 1, last_error = ?, "
+                                "retry_at = null", [FAILED, error])
+
+    def waiting(self, now: str) -> int:
+        """Pending events not due before `now`: they wait to be sent again after a send that may have arrived."""
+        return self.db.execute(f"select count(*) from {self.read_table} where state = ? and retry_at > ?",
+                               [PENDING, now]).fetchone()[0]
 
     def _update(self, event_ids: Sequence[str], assignments: str, params: list) -> None:
         # `or ignore`: no assignment here can break a constraint, and SQLite then keeps no statement journal

@@ -74,7 +74,9 @@ def format_status(report: dict[str, Any]) -> str:
         "ledger:      " + ", ".join(f"{n} {state}" for state, n in report["ledger"].items()),
     ]
     lines += [f"  held:      {r['count']} — {r['reason']}" for r in report["held"]]
-    lines += [f"  pending:   {r['count']} — last attempt: {r['last_error']}" for r in report["pending_errors"]]
+    lines += [f"  pending:   {r['count']} — last attempt: {r['last_error']}"
+              + (f"; sent again from {r['retry_at'][:19].replace('T', ' ')} UTC" if r["retry_at"] else "")
+              for r in report["pending_errors"]]
     lines += [f"  failed:    {r['event_id']} (deal {r['deal_key']} → {r['to_stage']}, {r['changed_at']}): "
               f"{r['last_error']}" for r in report["failed"]]
     for r in report["retry"]:

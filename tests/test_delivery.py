@@ -55,6 +55,8 @@ def test_usermaven_500_then_success_on_a_later_run(workspace, usermaven, run, en
     code, out, err = run("run")
     assert code == 0 and usermaven.requests == 1
     assert "3 event(s) wait to be sent again after a send that may have reached Usermaven" in err
+    code, out, err = run("status")
+    assert "pending:   3 — last attempt: Usermaven answered 500: internal error; sent again from 20" in out
     resends_due(env["SYNC_STATE_DB"])
     code, out, err = run("run")
     assert code == 0

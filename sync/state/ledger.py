@@ -243,9 +243,10 @@ class Ledger:
             f"indexed by idx_ledger_failed where state = '{FAILED}' order by changed_at desc limit ?", [limit]))
 
     def pending_errors(self) -> list[dict]:
+        """Pending events by their last error, with the earliest `retry_at` of those waiting to be sent again."""
         return list(self.db.query(
-            f"select last_error, count(*) as count from ledger indexed by idx_ledger_pending_error "
-            f"where state = '{PENDING}' and last_error is not null group by last_error"))
+            f"select last_error, count(*) as count, min(retry_at) as retry_at from ledger indexed by "
+            f"idx_ledger_pending_error where state = '{PENDING}' and last_error is not null group by last_error"))
 
     def oldest_held(self) -> str | None:
         """When the event held longest was recorded."""

@@ -93,6 +93,8 @@ class Tally:
     errors: list[str] = field(default_factory=list)
     sending: bool = True
     unread: str = ""  # which deals could not be read, and what to do: the run then exits 1
+    in_a_row: int = 0  # the last send may have arrived and failed (see delivery.STOP_AFTER)
+    disk_full: str = ""  # why nothing more is sent (see room_to_record)
 
     def add(self, counts: Counts | Iterable[Counts]) -> None:
         for each in [counts] if isinstance(counts, Counts) else counts:
@@ -104,8 +106,23 @@ class Tally:
         delivery.RESEND_AFTER), so it is sent at most once per run; after an answer that says nothing was taken
         (503, 429, refused connection) it is sent again then."""
         self.errors.append(str(exc))
+        self.in_a_row = 1 if exc.maybe_received else 0
         if exc.refused:
             self.sending = False
+
+    def room_to_record(self, config: Config) -> bool:
+        """Whether the state's disk has room to mark what Usermaven takes as sent; if not, says why in
+        `disk_full`. Without it, every run would send the same events again and fail to record them."""
+        try:
+            free = shutil.disk_usage(config.state_db.parent).free
+        except OSError:
+            return True  # unknown: the writes themselves will say
+        if free >= MIN_FREE_BYTES:
+            return True
+        self.disk_full = (f"the disk that holds the state has {free // 1024} KB free, under the "
+                          f"{MIN_FREE_BYTES // 2**20} MB needed to record what is sent: nothing more was sent; free "
+                          "some space")
+        return False
 
 
 # A command's own work; it returns a final message (nothing more to do: the baseline) or None to go on to
@@ -150,7 +167,8 @@ def run_backfill(config: Config, since: datetime, until: datetime | None, dry_ru
 
     def work(s: Services, tally: Tally) -> str | None:
         # Full batches go out on a thread of their own while the next deals are recorded (see Sender).
-        sender = None if dry_run else Sender(s.state, s.usermaven, config.usermaven_api_key, BATCH_EVENTS)
+        sending = not dry_run and tally.room_to_record(config)
+        sender = Sender(s.state, s.usermaven, config.usermaven_api_key, BATCH_EVENTS) if sending else None
 
         def send(counts: Iterator[Counts]) -> None:
             nonlocal sender
@@ -169,6 +187,9 @@ def run_backfill(config: Config, since: datetime, until: datetime | None, dry_ru
         try:
             for counts in backfill(s.state, s.source, s.resolver, s.settings, since, until, progress):
                 tally.add(counts)
+                if sender and not tally.room_to_record(config):
+                    _close(sender, tally)
+                    sender = None
                 if sender:
                     send(sender.send_full_batches())
             if sender:
@@ -269,7 +290,11 @@ def _execute_run(command: str, config: Config, dry_run: bool, out: TextIO | None
                                                                         config.usermaven_site_url,
                                                                         config.usermaven_stage_event_types),
                             config=config)
-        run_id = state.runs.start(command)
+        try:
+            run_id = state.runs.start(command)
+        except sqlite3.Error as exc:  # the run's first write: a full disk, an I/O error
+            raise SyncError(f"the state at {config.state_db} could not be written ({exc}): check its disk (free space, "
+                            "errors); nothing was read or sent") from None
         began = time.monotonic()
         tally = Tally()
         code, message = EXIT_OK, ""
@@ -326,7 +351,6 @@ def _work(s: Services, tally: Tally, work: Work, dry_run: bool, out: TextIO, lis
     started_at = now_text()
     final: str | None = None
     state_failed = False
-    disk_full: str | None = None
     try:
         final = work(s, tally)
         if final is None:
@@ -342,9 +366,10 @@ def _work(s: Services, tally: Tally, work: Work, dry_run: bool, out: TextIO, lis
             try:
                 if dry_run:
                     tally.add(print_pending(s.state, out))
-                elif tally.sending and not (disk_full := _disk_full(s.config)):
+                elif tally.sending and not tally.disk_full and tally.room_to_record(s.config):
                     # Due when the run began: what fails in this run is not sent again in it.
-                    tally.add(deliver(s.state, s.usermaven, s.config.usermaven_api_key, due=started_at))
+                    tally.add(deliver(s.state, s.usermaven, s.config.usermaven_api_key, due=started_at,
+                                      in_a_row=tally.in_a_row, taken=tally.counts.sent))
             except DeliveryStopped as exc:
                 tally.stopped(exc)
     if final is not None:
@@ -353,7 +378,7 @@ def _work(s: Services, tally: Tally, work: Work, dry_run: bool, out: TextIO, lis
     # so is a run in which events only wait to be sent again after an earlier run's failure (delivery.RESEND_AFTER).
     counts = s.state.ledger.counts()
     counts["waiting"] = s.state.ledger.waiting(started_at) if counts["pending"] else 0
-    errors = "; ".join(dict.fromkeys([*tally.errors, *([disk_full] if disk_full else [])]))
+    errors = "; ".join(dict.fromkeys([*tally.errors, *([tally.disk_full] if tally.disk_full else [])]))
     problems = [tally.unread] if tally.unread else []
     if counts["pending"] and (errors or counts["pending"] > counts["waiting"]):
         problems.append(f"{errors or 'not sent'}; {counts['pending']} event(s) stay pending for the next run")
@@ -362,25 +387,12 @@ def _work(s: Services, tally: Tally, work: Work, dry_run: bool, out: TextIO, lis
     elif tally.errors:
         log.warning("Usermaven failed on the way (%s); retried, and every event was delivered",
                     "; ".join(dict.fromkeys(tally.errors)))
-    elif disk_full:
-        log.warning("%s", disk_full)  # nothing was due
+    elif tally.disk_full:
+        log.warning("%s", tally.disk_full)  # nothing was due
     if problems:
         return EXIT_UNDELIVERED, "; ".join(problems)
     report_standing_conditions(s.state, counts)
     return EXIT_OK, ""
-
-
-def _disk_full(config: Config) -> str | None:
-    """Why nothing may be sent, if the state's disk lacks the room to mark what Usermaven takes as sent: every
-    run would then send the same events again and fail to record them."""
-    try:
-        free = shutil.disk_usage(config.state_db.parent).free
-    except OSError:
-        return None  # unknown: the writes themselves will say
-    if free >= MIN_FREE_BYTES:
-        return None
-    return (f"the disk that holds the state has {free // 1024} KB free, under the {MIN_FREE_BYTES // 2**20} MB "
-            "needed to record what is sent: nothing was sent; free some space")
 
 
 def report_standing_conditions(state: State, counts: dict[str, int], now: datetime | None = None) -> None:

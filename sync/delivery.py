@@ -8,6 +8,7 @@ import logging
 from collections import defaultdict, deque
 from collections.abc import Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import TextIO
@@ -88,11 +89,21 @@ def _release(state: State, source: DealSource, resolver: Resolver, record_ids: l
     return released
 
 
-def deliver(state: State, usermaven: UsermavenClient, api_key: str, min_batch: int = 1, due: str | None = None
-            ) -> Iterator[Counts]:
+@dataclass
+class _Run:
+    """What a delivery met so far: sends in a row that may have arrived (see STOP_AFTER), events Usermaven took
+    (see MAX_UNCONFIRMED), and the last such failure, reported at the end."""
+
+    in_a_row: int = 0
+    taken: int = 0
+    last: DeliveryStopped | None = None
+
+
+def deliver(state: State, usermaven: UsermavenClient, api_key: str, min_batch: int = 1, due: str | None = None,
+            in_a_row: int = 0, taken: int = 0) -> Iterator[Counts]:
     """Send every pending event due at `due` (default: now), oldest first, in batches; mark each batch sent when
-    Usermaven says 200, and yield what each request did. A run passes the time it began: what fails in it is not
-    due again in it.
+    Usermaven says 200, and yield what each request did. A run passes the time it began (what fails in it is not
+    due again in it), and what its earlier sends met: `in_a_row` failures that may have arrived, `taken` events.
 
     With `min_batch` above 1 only full batches go out and the tail waits for the next call (a backfill
     sends as it reads without a half-empty request per step). A batch Usermaven rejects (400) is retried
@@ -101,41 +112,41 @@ def deliver(state: State, usermaven: UsermavenClient, api_key: str, min_batch: i
     DeliveryStopped. Raises it at once when Usermaven is unreachable, refuses the token, or fails STOP_AFTER
     sends in a row.
     """
-    in_a_row = taken = 0
-    last: DeliveryStopped | None = None
+    run = _Run(in_a_row, taken)
     for rows in _pending_batches(state, min_batch, due=due):
         try:
-            for counts in _send(state, usermaven, api_key, rows, took_others=taken > 0):
-                taken += counts.sent
+            for counts in _send(state, usermaven, api_key, rows, run.taken > 0):
+                run.taken += counts.sent
+                run.in_a_row = 0 if counts.sent else run.in_a_row
                 yield counts
         except DeliveryStopped as exc:
-            in_a_row += 1
-            if exc.refused or not exc.maybe_received or in_a_row >= STOP_AFTER:
+            run.in_a_row += 1
+            if exc.refused or not exc.maybe_received or run.in_a_row >= STOP_AFTER:
                 raise
-            last = exc
-            continue
-        in_a_row = 0
-    if last is not None:
-        raise last  # everything else due was sent: the run reports the failure
+            run.last = exc
+    if run.last is not None:
+        raise run.last  # everything else due was sent: the run reports the failure
 
 
 def _pending_batches(state: State, min_batch: int, queued: Collection[str] = (), due: str | None = None
                      ) -> Iterator[list[dict]]:
     """The pending rows due at `due` in Usermaven batches, oldest first, without the `queued` ones (left out by
     the query, as they stand when it begins); it ends at the first batch smaller than `min_batch`, which waits
-    for the next call. Events sent before without a confirmation (see RESEND_AFTER) go in smaller batches of
-    their own after the others, and only when `min_batch` is 1 (a run's last delivery)."""
-    for rows in state.ledger.iter_pending(decode=False, exclude=queued, due=due):
-        by_sends: dict[int, list[dict]] = defaultdict(list)
-        for row in rows:
-            by_sends[row["unconfirmed"]].append(row)
-        for batch in _batched(by_sends.pop(0, []), BATCH_EVENTS):
+    for the next call. Events sent before without a confirmation (see RESEND_AFTER) come after all the others,
+    in smaller batches, and only when `min_batch` is 1 (a run's last delivery)."""
+    for rows in state.ledger.iter_pending(decode=False, exclude=queued, due=due, unconfirmed=False):
+        for batch in _batched(rows, BATCH_EVENTS):
             if len(batch) < min_batch:
                 return
             yield batch
-        if min_batch == 1:
-            for sends, group in sorted(by_sends.items()):
-                yield from _batched(group, max(1, BATCH_EVENTS >> sends))
+    if min_batch > 1:
+        return
+    for rows in state.ledger.iter_pending(decode=False, exclude=queued, due=due, unconfirmed=True):
+        by_sends: dict[int, list[dict]] = defaultdict(list)
+        for row in rows:
+            by_sends[row["unconfirmed"]].append(row)
+        for sends, group in sorted(by_sends.items()):
+            yield from _batched(group, max(1, BATCH_EVENTS >> sends))
 
 
 def _batched(rows: list[dict], max_events: int) -> Iterator[list[dict]]:

@@ -344,3 +344,59 @@ def test_events_sent_before_a_stop_in_a_split_batch_are_counted(workspace, userm
     conn = sqlite3.connect(env["SYNC_STATE_DB"])
     assert conn.execute("select sent from runs order by rowid desc limit 1").fetchone() == (1,)
     conn.close()
+
+
+def _set_unconfirmed(env, event_ids: list[str], sends: int) -> None:
+    """These events were sent `sends` times before without a confirmation, and are due again."""
+    conn = sqlite3.connect(env["SYNC_STATE_DB"])
+    with conn:
+        conn.executemany("update ledger set unconfirmed = ?, retry_at = '2000-01-01T00:00:00.000000Z' "
+                         "where event_id = ?", [(sends, i) for i in event_ids])
+    conn.close()
+
+
+def test_events_sent_before_go_after_every_other_event_of_the_run(attio, usermaven, run, env, monkeypatch):
+    """Found by a review: they went first within each chunk of 500 rows, so two of them failing stopped the run
+    before the newer events of later chunks."""
+    add_leads(attio.workspace, "o", 520, days_back=200)
+    usermaven.answers = [(503, {"message": "busy", "error": ""})] * 200
+    run("run", "--backfill", "--since", "2025-01-01")
+    usermaven.answers = []
+    rows = ledger_rows(env)
+    assert len(rows) > 500 and {r["state"] for r in rows} == {"pending"}  # more than one chunk
+    oldest = [r["event_id"] for r in rows[:2]]
+    _set_unconfirmed(env, oldest, 5)
+    posts = _failing_on(usermaven, monkeypatch, {r["record_id"] for r in rows[:2]})
+    code, out, err = run("run")
+    assert code == 1
+    states = Counter(r["state"] for r in ledger_rows(env))
+    assert states == {"sent": len(rows) - 2, "pending": 2}  # both failed, after every other event was sent
+    assert [posts[i] for i in oldest] == [1, 1]
+
+
+def test_after_a_backfill_send_that_may_have_arrived_two_failures_in_a_row_stop_it(attio, usermaven, run, env,
+                                                                                   monkeypatch):
+    """Found by a review: the run's last delivery counted its failures from zero after the backfill's sender had
+    failed, so an outage cost three sends, not two."""
+    add_leads(attio.workspace, "t", 200, days_back=200)  # the sender's batch, then three more for the last delivery
+    posts = _failing_on(usermaven, monkeypatch, set())
+    code, out, err = run("run", "--backfill", "--since", "2025-01-01")
+    assert code == 1 and posts["requests"] == 2
+
+
+def test_the_backfills_own_sends_count_as_usermaven_taking_others(attio, usermaven, run, env, monkeypatch):
+    """An event Usermaven keeps failing on, while the backfill's sender delivers every other event of the run:
+    given up at 12 sends, not 24. Found by a review."""
+    add_leads(attio.workspace, "x", 1, days_back=300)
+    usermaven.answers = [(503, {"message": "busy", "error": ""})] * 20
+    run("run", "--backfill", "--since", "2024-01-01")
+    usermaven.answers = []
+    [bad] = ledger_rows(env)
+    _set_unconfirmed(env, [bad["event_id"]], 11)
+    add_leads(attio.workspace, "k", 100, days_back=100)  # two full batches: the sender sends them all
+    posts = _failing_on(usermaven, monkeypatch, {bad["record_id"]})
+    run("run", "--backfill", "--since", "2025-01-01")
+    rows = {r["event_id"]: r for r in ledger_rows(env)}
+    assert (rows[bad["event_id"]]["state"], rows[bad["event_id"]]["unconfirmed"]) == ("failed", 12)
+    assert posts[bad["event_id"]] == 1 and posts["requests"] == 3
+    assert len(usermaven.events) == 100 and {r["state"] for i, r in rows.items() if i != bad["event_id"]} == {"sent"}

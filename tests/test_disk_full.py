@@ -10,7 +10,8 @@ from datetime import timedelta
 from sync import commands
 from sync import state as state_module
 from sync.state.ledger import Ledger
-from tests.conftest import NOW, add_deal, ledger_rows, uid
+from sync.state.runs import Runs
+from tests.conftest import NOW, add_deal, add_leads, ledger_rows, uid
 
 MINUTE = timedelta(minutes=1)
 Usage = namedtuple("Usage", "total used free")
@@ -77,3 +78,24 @@ def test_a_disk_error_while_checking_the_file_is_not_called_damage(workspace, us
     code, out, err = run("run")
     assert code == 2 and "cannot be read now (SQLite: disk I/O error): check the disk that holds it" in err
     assert "damaged" not in err and "restore it from a backup" not in err
+
+
+def test_a_backfill_sends_nothing_with_too_little_free_space(attio, usermaven, run, env, monkeypatch):
+    """Found by a review: the backfill's own sender sent as it recorded, whatever the disk had left."""
+    add_leads(attio.workspace, "b", 120, days_back=200)
+    monkeypatch.setattr(commands.shutil, "disk_usage", lambda path: Usage(10**9, 10**9 - 65536, 65536))
+    code, out, err = run("run", "--backfill", "--since", "2025-01-01")
+    assert code == 1 and usermaven.requests == 0 and ", 0 event(s) sent," in err
+    assert "64 KB free, under the 8 MB needed to record what is sent: nothing more was sent" in err
+
+
+def test_a_full_disk_at_the_runs_first_write_says_so(workspace, usermaven, run, env, monkeypatch):
+    run("run")
+
+    def full(self, command):  # type: ignore[no-untyped-def]
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Runs, "start", full)
+    code, out, err = run("run")
+    assert code == 1 and "could not be written (database or disk is full): check its disk" in err
+    assert "internal error" not in err

@@ -157,8 +157,8 @@ class Ledger:
 
     # -- delivery --
 
-    def iter_pending(self, batch: int = 500, decode: bool = True, exclude: Collection[str] = (), due: str | None = None
-                     ) -> Iterator[list[dict]]:
+    def iter_pending(self, batch: int = 500, decode: bool = True, exclude: Collection[str] = (), due: str | None = None,
+                     unconfirmed: bool | None = None) -> Iterator[list[dict]]:
         """Pending rows due at `due` (default: now) in chunks, oldest first; re-reads after each chunk so rows marked
         meanwhile drop out.
         Rows whose event id is in `exclude` (a few hundred at most) are left out: by SQLite, given them as one
@@ -167,10 +167,13 @@ class Ledger:
         Each row has what delivery uses: `event_id`, `deal_key`, `to_stage`, `changed_at`, the `payload`
         (decoded, or with `decode` False the JSON text as stored), `payload_bytes` (what batches weigh) and
         `unconfirmed` (sends of it that may have arrived, unconfirmed). A row waiting to be sent again after such
-        a send (`retry_at` later than `due`) is not among them."""
+        a send (`retry_at` later than `due`) is not among them. With `unconfirmed` True only rows sent before
+        without a confirmation, with False only the others."""
         after, now = ("", ""), due or now_text()
         in_sql = bool(exclude) and self.json_each
         leave_out = "and event_id not in (select value from json_each(?)) " if in_sql else ""
+        if unconfirmed is not None:
+            leave_out += f"and unconfirmed {'>' if unconfirmed else '='} 0 "
         extra = [json.dumps(list(exclude))] if in_sql else []
         while True:
             rows = self._pending_chunk(after, now, batch, leave_out, extra)

@@ -214,6 +214,8 @@ def _close(sender: Sender, tally: Tally) -> None:
         sender.close()
     finally:
         tally.add(sender.closed)
+        if sender.stopped is not None:
+            tally.stopped(sender.stopped)
 
 
 def replay_deal(config: Config, record_id: str, since: datetime | None, dry_run: bool = False,
@@ -378,15 +380,15 @@ def _work(s: Services, tally: Tally, work: Work, dry_run: bool, out: TextIO, lis
     # so is a run in which events only wait to be sent again after an earlier run's failure (delivery.RESEND_AFTER).
     counts = s.state.ledger.counts()
     counts["waiting"] = s.state.ledger.waiting(started_at) if counts["pending"] else 0
-    errors = "; ".join(dict.fromkeys([*tally.errors, *([tally.disk_full] if tally.disk_full else [])]))
+    errors = "; ".join(dict.fromkeys(tally.errors))
     problems = [tally.unread] if tally.unread else []
     if counts["pending"] and (errors or counts["pending"] > counts["waiting"]):
-        problems.append(f"{errors or 'not sent'}; {counts['pending']} event(s) stay pending for the next run")
+        why = "; ".join(text for text in (errors, tally.disk_full) if text) or "not sent"
+        problems.append(f"{why}; {counts['pending']} event(s) stay pending for the next run")
     elif tally.counts.failed:
         problems.append(f"{tally.counts.failed} event(s) failed; see `status`")
-    elif tally.errors:
-        log.warning("Usermaven failed on the way (%s); retried, and every event was delivered",
-                    "; ".join(dict.fromkeys(tally.errors)))
+    elif errors:
+        log.warning("Usermaven failed on the way (%s); retried, and every event was delivered", errors)
     elif tally.disk_full:
         log.warning("%s", tally.disk_full)  # nothing was due
     if problems:

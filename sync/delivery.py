@@ -285,6 +285,7 @@ class Sender:
         self._halted = False
         self._answered = False  # Usermaven answered a batch of this run
         self.closed = Counts()  # what `close` settled
+        self.stopped: DeliveryStopped | None = None  # the failure `close` settled, if any
 
     def send_full_batches(self) -> Iterator[Counts]:
         """Settle the batches that finished, then queue every full batch of pending events not queued yet.
@@ -337,9 +338,10 @@ class Sender:
         while self._queued and (wait or self._queued[0][1].done()):
             try:
                 yield from self._settle_first()
-            except DeliveryStopped:
+            except DeliveryStopped as exc:
                 if not quiet:
                     raise
+                self.stopped = exc  # closing: the caller reports it
 
     def _settle_first(self) -> Iterator[Counts]:
         """Settle the first batch, waiting for it, and with it every batch behind it that Usermaven took
@@ -354,6 +356,11 @@ class Sender:
             return
         except UsermavenError as exc:
             self._forget(rows)
+            if self._halted and isinstance(exc, UsermavenRejected):
+                # Stopping (a failure, Ctrl-C, a full disk): its events are not sent one by one now; they stay
+                # pending, for the run's last delivery if it may send.
+                yield Counts()
+                return
             yield from _not_taken(self.state, self.usermaven, self.api_key, rows, exc)
             return
         taken = [rows]

@@ -6,10 +6,11 @@ import json
 import sqlite3
 from collections import Counter
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 
-from sync import delivery
+from sync import commands, delivery
 from sync.errors import UsermavenUnavailable
 from sync.sandbox import Faults, UsermavenCollector
 from sync.sandbox.server import Reply, json_reply
@@ -37,7 +38,7 @@ def test_events_go_in_batches_of_fifty(workspace, usermaven, run):
     assert stamps == sorted(stamps)
 
 
-def test_usermaven_500_then_success_on_a_later_run(workspace, usermaven, run, env):
+def test_usermaven_500_then_success_on_a_later_run(workspace, usermaven, run, env, monkeypatch):
     run("run")
     _moves(workspace, 3)
     usermaven.answers = [(500, {"message": "internal error", "error": ""})]
@@ -57,7 +58,14 @@ def test_usermaven_500_then_success_on_a_later_run(workspace, usermaven, run, en
     assert "3 event(s) wait to be sent again after a send that may have reached Usermaven" in err
     code, out, err = run("status")
     assert "pending:   3 — last attempt: Usermaven answered 500: internal error; sent again from 20" in out
+    # a low disk changes nothing while events only wait (found by a review: it made this exit 1)
+    with monkeypatch.context() as patched:
+        patched.setattr(commands.shutil, "disk_usage", lambda path: SimpleNamespace(free=65536))
+        code, out, err = run("run")
+    assert code == 0 and "64 KB free" in err and usermaven.requests == 1
     resends_due(env["SYNC_STATE_DB"])
+    code, out, err = run("status")
+    assert "pending:   3 — last attempt: Usermaven answered 500: internal error\n" in out  # due: no time shown
     code, out, err = run("run")
     assert code == 0
     assert [len(batch) for batch in usermaven.batches] == [3] and usermaven.requests == 2

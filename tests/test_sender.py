@@ -10,13 +10,15 @@ import sqlite3
 import threading
 import time
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 
 from sync import backfill as backfill_module
-from sync import delivery
+from sync import commands, delivery
+from sync.errors import AttioError
 from sync.sandbox import AttioSandbox, UsermavenCollector
-from sync.sandbox.server import Reply, Request
+from sync.sandbox.server import Reply, Request, json_reply
 from sync.usermaven import UsermavenClient
 from tests.conftest import BASE, USERMAVEN_BASE, add_leads, ledger_rows, resends_due, uid
 
@@ -177,3 +179,67 @@ def test_ctrl_c_twice_sends_no_batch_twice_in_the_run(attio, usermaven, mocked, 
     assert set(deliveries) == sent
     # and the run's summary counts them all, those the stop settled included (a review found it short)
     assert f", {len(sent)} event(s) sent," in err
+
+
+def test_a_failure_settled_as_the_sender_closes_counts_and_is_reported(attio, usermaven, mocked, run, env,
+                                                                       small_batches, monkeypatch):
+    """Found by a review: Attio failing mid-backfill closes the sender while a batch is on the wire; Usermaven's
+    500 to it was dropped, so the run's last delivery started counting failures from zero (three sends into an
+    outage, not two) and the run's message did not name it."""
+    monkeypatch.setattr(delivery, "BATCH_EVENTS", 2)
+    add_leads(attio.workspace, "c", 40, days_back=100)
+    posts: list[int] = []
+
+    class Failing:
+        def dispatch(self, request: Request) -> Reply:
+            posts.append(len(json.loads(request.body)))
+            if len(posts) == 1:
+                return usermaven.dispatch(request)
+            time.sleep(0.2)  # on the wire when the sender closes
+            return json_reply(500, {"message": "internal error", "error": ""})
+
+    mocked.serve(USERMAVEN_BASE, Failing())
+    original = commands.backfill
+
+    def attio_fails(*args, **kwargs):  # type: ignore[no-untyped-def]
+        for n, counts in enumerate(original(*args, **kwargs)):
+            yield counts
+            if n == 4:
+                raise AttioError("Attio answered 500 (a test)")
+
+    monkeypatch.setattr(commands, "backfill", attio_fails)
+    code, out, err = run("run", "--backfill", "--since", "2020-01-01")
+    assert code == 1 and "Usermaven answered 500: internal error" in err
+    assert len(posts) == 3  # the one taken, the one settled while closing, one more: two failures in a row
+
+
+def test_a_rejected_batch_settled_as_the_sender_stops_is_not_sent_one_by_one_then(attio, usermaven, mocked, run, env,
+                                                                                  small_batches, monkeypatch):
+    """Found by a review: the disk ran low, the sender closed, and a batch Usermaven had refused (400) was then
+    sent again event by event, writing to the full disk. Now it stays pending."""
+    add_leads(attio.workspace, "r", 40, days_back=100)
+    low = False
+    posts: list[tuple[bool, int]] = []
+
+    class Refusing:
+        def dispatch(self, request: Request) -> Reply:
+            posts.append((low, len(json.loads(request.body))))
+            if len(posts) == 2:
+                time.sleep(0.3)  # on the wire when the disk runs low
+                return json_reply(400, {"message": "bad event", "error": ""})
+            return usermaven.dispatch(request)
+
+    mocked.serve(USERMAVEN_BASE, Refusing())
+    checks = 0
+
+    def usage(path: object) -> SimpleNamespace:
+        nonlocal checks, low
+        checks += 1
+        low = low or checks >= 4
+        return SimpleNamespace(free=65536 if low else 10**9)
+
+    monkeypatch.setattr(commands.shutil, "disk_usage", usage)
+    code, out, err = run("run", "--backfill", "--since", "2020-01-01")
+    assert code == 1 and "nothing more was sent" in err
+    assert not [size for was_low, size in posts if was_low]  # nothing sent once the disk was low
+    assert Counter(r["state"] for r in ledger_rows(env))["failed"] == 0

@@ -245,11 +245,13 @@ class Ledger:
             "select event_id, deal_key, to_stage, changed_at, attempts, last_error from ledger "
             f"indexed by idx_ledger_failed where state = '{FAILED}' order by changed_at desc limit ?", [limit]))
 
-    def pending_errors(self) -> list[dict]:
-        """Pending events by their last error, with the earliest `retry_at` of those waiting to be sent again."""
+    def pending_errors(self, now: str | None = None) -> list[dict]:
+        """Pending events by their last error, with the earliest `retry_at` of those still waiting at `now` to be
+        sent again (None if none is)."""
         return list(self.db.query(
-            f"select last_error, count(*) as count, min(retry_at) as retry_at from ledger indexed by "
-            f"idx_ledger_pending_error where state = '{PENDING}' and last_error is not null group by last_error"))
+            f"select last_error, count(*) as count, min(case when retry_at > ? then retry_at end) as retry_at "
+            f"from ledger indexed by idx_ledger_pending_error where state = '{PENDING}' and last_error is not null "
+            f"group by last_error", [now or now_text()]))
 
     def oldest_held(self) -> str | None:
         """When the event held longest was recorded."""

@@ -27,7 +27,8 @@ SIGNAL_CHECK = 0.2  # seconds
 
 
 def run_every(seconds: int, job: Callable[[], int]) -> int:
-    """Run `job` now and then every `seconds`, one at a time (a late run is merged, never doubled), until
+    """Run `job` now and then every `seconds`, one at a time (a tick that finds a poll still running is skipped,
+    and ticks missed while the process could not run are merged into one, never doubled), until
     SIGINT or SIGTERM; a poll in progress then finishes before the loop returns. Each run takes the state
     lock itself, so cron and this loop cannot overlap either. Returns the exit code for the signal."""
     if seconds < MIN_EVERY:

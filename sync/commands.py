@@ -282,10 +282,11 @@ def _pinged(check: Healthcheck, command: str, config: Config, out: TextIO | None
 def _execute_run(command: str, config: Config, dry_run: bool, out: TextIO | None, work: Work,
                  on_start: Callable[[], object] | None = None) -> Report:
     redactor = Redactor(config.secrets)
+    # Before the lock, the state and the start ping: a CA bundle or proxy they cannot use is a setting to fix.
+    attio, usermaven = _attio(config, redactor), _usermaven(config, redactor)
     with _locked_state(config, dry_run, command) as state:
         if on_start is not None:
             on_start()
-        attio, usermaven = _attio(config, redactor), _usermaven(config, redactor)
         source = DealSource(attio, config)
         services = Services(state=state, source=source, resolver=Resolver(attio, config.attio_user_id_attribute),
                             usermaven=usermaven, settings=EventSettings(config.usermaven_event_type,

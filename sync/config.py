@@ -136,14 +136,18 @@ def _loopback(host: str | None) -> bool:
 
 def _check_url(name: str, value: str, problems: list[str]) -> None:
     parsed = urlparse(value)
-    # Shown without its query or fragment (a URL pasted from the seed guide carries the token there) and without
-    # a user:password@.
-    shown = value.split("?", 1)[0].split("#", 1)[0]
+    # Shown without a user:password@ and without its query or fragment (a URL pasted from the seed guide carries
+    # the token there).
+    shown = value
     if "@" in shown:
         head, _, host = shown.rpartition("@")
         scheme = head.split("://", 1)[0] + "://" if "://" in head else ""
         shown = f"{scheme}***@{host}"
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+    shown = shown.split("?", 1)[0].split("#", 1)[0]
+    if parsed.scheme in ("http", "https") and "@" in parsed.netloc:
+        # Never sent by this client, and it would reach the URLs that -v logs.
+        problems.append(f"{name} must not hold a user name or password, got {shown!r}")
+    elif parsed.scheme not in ("http", "https") or not parsed.netloc:
         problems.append(f"{name} must be an http(s) URL such as https://example.com, got {shown!r}")
     elif name in SERVICE_URLS and parsed.scheme != "https" and not _loopback(parsed.hostname):
         problems.append(f"{name} must be an https URL (the token travels with every request), got {shown!r}; "
@@ -238,7 +242,7 @@ def load_config(
             # that the mask does not match.
             problems.append(f"{setting.name} holds a space, a line break, a quote or another character that is not "
                             "plain ASCII, which no real key, token or ping URL does: copy the value again (it is not "
-                            "shown)")
+                            "shown; a host name that is not ASCII goes in its punycode form, xn--...)")
 
     for name in ("ATTIO_BASE_URL", "USERMAVEN_EVENTS_URL", "USERMAVEN_SITE_URL"):
         url = raw[name]

@@ -29,6 +29,10 @@ def demo(deals: int, keep: bool = False, dry_run: bool = False, state: Path | No
     if not MIN_DEALS <= deals <= MAX_DEALS:
         # The generator's scripted deals (archived stage, re-opened, several people...) need room.
         raise UsageError(f"--deals must be from {MIN_DEALS} to {MAX_DEALS}, got {deals}")
+    try:
+        state = state.expanduser() if state is not None else None
+    except RuntimeError:  # ~user with no home folder
+        raise UsageError(f"demo --state {state}: that home folder does not exist on this machine") from None
     if state is not None and state.exists():
         # Its checkpoint, snapshot and held events would take the sandbox's for real ones.
         raise UsageError(f"demo --state must name a file that does not exist yet: {state} does, and the demo would "

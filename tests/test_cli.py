@@ -74,19 +74,29 @@ def test_lock_contention_exits_75_naming_the_holder(run, env, attio, workspace, 
     assert run("run")[0] == 0  # released
 
 
-def test_a_moment_of_lock_holder_probing_does_not_turn_a_run_away(run, env, workspace, usermaven):
+def test_a_moment_of_lock_holder_probing_does_not_turn_a_run_away(run, env, workspace, usermaven, monkeypatch):
     """`status` and a dry run probe the lock (a shared lock, released at once): a run that starts in that moment
     waits for it instead of exiting 75. Found by a review (275 refusals in 20,000 tries)."""
     import fcntl
-    import threading
+    from types import SimpleNamespace
+
+    from sync import lock as lock_module
 
     state = Path(env["SYNC_STATE_DB"])
     with StateLock(state):
         pass  # the lock file exists
     fd = os.open(f"{state}.lock", os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # the probe, caught holding it
-    threading.Timer(0.03, lambda: (fcntl.flock(fd, fcntl.LOCK_UN), os.close(fd))).start()
-    assert run("run")[0] == 0
+    waits: list[float] = []
+
+    def probe_done(seconds: float) -> None:  # the run's first wait: the probe lets go meanwhile
+        waits.append(seconds)
+        if len(waits) == 1:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    monkeypatch.setattr(lock_module, "time", SimpleNamespace(sleep=probe_done))
+    assert run("run")[0] == 0 and waits == [lock_module.LOCK_RETRY_SECONDS]
 
 
 def test_lock_released_when_holder_is_killed(env, tmp_path):

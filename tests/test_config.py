@@ -52,8 +52,14 @@ def test_a_toml_table_of_non_strings_is_refused(tmp_path):
     assert len(caught.value.problems) == 2
 
 
-def test_a_password_in_a_service_url_is_not_shown_in_the_message():
+@pytest.mark.parametrize("url, shown", [
+    ("http://user:AtPassw0rd@api.example.com/v2", "got 'http://***@api.example.com/v2'"),
+    ("https://user:AtPassw0rd@api.attio.com", "must not hold a user name or password, got 'https://***@api.attio.com'"),
+    ("http://user:AtP?assw0rd@api.example.com", "got 'http://***@api.example.com'"),
+])
+def test_a_password_in_a_service_url_is_refused_and_not_shown(url, shown):
+    """Never sent by this client, and `-v` logs the URLs it requests: refused, masked in the message."""
     with pytest.raises(ConfigError) as caught:
-        load_config({**REQUIRED, "ATTIO_BASE_URL": "http://user:AtPassw0rd@api.example.com/v2"})
+        load_config({**REQUIRED, "ATTIO_BASE_URL": url})
     [problem] = caught.value.problems
-    assert "got 'http://***@api.example.com/v2'" in problem and "AtPassw0rd" not in problem
+    assert shown in problem and "AtP" not in problem

@@ -38,7 +38,7 @@ def test_demo_keep_leaves_the_folder_with_the_state_and_events(temp_root, capsys
     assert f"status --state {folder / 'sync.db'}" in capsys.readouterr().out
 
 
-def test_demo_never_writes_into_an_existing_state(run, env, tmp_path):
+def test_demo_never_writes_into_an_existing_state(run, env, tmp_path, monkeypatch):
     """`--state` is a common option: given a real state, the demo would move its checkpoint and mix sandbox deals
     into its snapshot. It refuses (exit 2) and leaves the file as it was."""
     state = tmp_path / "real.db"
@@ -46,3 +46,6 @@ def test_demo_never_writes_into_an_existing_state(run, env, tmp_path):
     code, out, err = run("demo", "--deals", "20", "--state", str(state))
     assert code == 2 and f"demo --state must name a file that does not exist yet: {state} does" in err
     assert state.read_bytes() == b"a real state"
+    monkeypatch.setenv("HOME", str(tmp_path))  # the same file as ~/real.db (found by a review)
+    code, out, err = run("demo", "--deals", "20", "--state", "~/real.db")
+    assert code == 2 and f"{state} does" in err and state.read_bytes() == b"a real state"

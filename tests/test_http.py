@@ -175,6 +175,7 @@ def test_a_ca_bundle_that_is_missing_or_holds_no_certificate_is_a_configuration_
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
     code, out, err = run("run")
     assert code == 2 and f"REQUESTS_CA_BUNDLE names {bundle}, which is not a readable bundle of CA certificates" in err
+    assert not Path(env["SYNC_STATE_DB"]).exists()  # before the state is created, locked or pinged about
 
 
 def test_a_malformed_proxy_url_is_a_configuration_error_that_does_not_show_it(run, env, monkeypatch,

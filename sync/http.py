@@ -320,7 +320,8 @@ def environment_proxy(url: str) -> str | None:
                           "program cannot use: set HTTPS_PROXY to an http(s) proxy, or NO_PROXY to the hosts to "
                           "reach directly"])
     try:
-        urllib3.util.parse_url(proxy)  # a malformed host or port: here, not as an internal error mid-run
+        if not urllib3.util.parse_url(proxy).host:  # a malformed or missing host or port: here, not mid-run
+            raise urllib3.exceptions.LocationParseError(proxy)
     except urllib3.exceptions.LocationParseError:
         raise ConfigError([f"the proxy set for {parts.scheme} in the environment is not a URL this program can read "
                            "(its value is not shown: it may hold a password): write it as http://host:port"]) from None

@@ -80,6 +80,20 @@ def test_a_disk_error_while_checking_the_file_is_not_called_damage(workspace, us
     assert "damaged" not in err and "restore it from a backup" not in err
 
 
+def test_a_state_another_program_holds_is_not_called_damage_either(workspace, usermaven, run, env, monkeypatch):
+    run("run")
+
+    def busy(conn, quick=True):  # type: ignore[no-untyped-def]
+        exc = sqlite3.OperationalError("database is locked")
+        exc.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+        raise exc
+
+    monkeypatch.setattr(state_module, "_problem", busy)
+    code, out, err = run("run")
+    assert code == 2 and "is held by another program (SQLite: database is locked): let it finish" in err
+    assert "damaged" not in err and "check the disk" not in err
+
+
 def test_a_backfill_sends_nothing_with_too_little_free_space(attio, usermaven, run, env, monkeypatch):
     """Found by a review: the backfill's own sender sent as it recorded, whatever the disk had left."""
     add_leads(attio.workspace, "b", 120, days_back=200)

@@ -178,9 +178,10 @@ def test_a_ca_bundle_that_is_missing_or_holds_no_certificate_is_a_configuration_
     assert not Path(env["SYNC_STATE_DB"]).exists()  # before the state is created, locked or pinged about
 
 
+@pytest.mark.parametrize("proxy", ["http://alice:secret-pass@[::1", "http://alice:secret-pass@"])
 def test_a_malformed_proxy_url_is_a_configuration_error_that_does_not_show_it(run, env, monkeypatch,
-                                                                               no_proxy_settings):
-    monkeypatch.setenv("HTTPS_PROXY", "http://alice:secret-pass@[::1")
+                                                                               no_proxy_settings, proxy):
+    monkeypatch.setenv("HTTPS_PROXY", proxy)
     code, out, err = run("run")
     assert code == 2 and "the proxy set for https in the environment is not a URL this program can read" in err
     assert "secret-pass" not in err and "internal error" not in err

@@ -123,8 +123,11 @@ def check_file(path: Path, quick: bool = True) -> None:
     except sqlite3.DatabaseError as exc:
         if "not a database" in str(exc):
             problem = f"is not a readable SQLite database ({exc})"
-        elif getattr(exc, "sqlite_errorcode", sqlite3.SQLITE_CORRUPT) & 0xFF == sqlite3.SQLITE_CORRUPT:
+        elif (code := getattr(exc, "sqlite_errorcode", sqlite3.SQLITE_CORRUPT) & 0xFF) == sqlite3.SQLITE_CORRUPT:
             problem = f"is damaged (SQLite: {exc}): {DAMAGED}"
+        elif code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            problem = (f"is held by another program (SQLite: {exc}): let it finish (an `sqlite3` shell left open on "
+                       "it, say), then run again")
         else:  # a full disk, an I/O error: nothing says the file is damaged
             problem = (f"cannot be read now (SQLite: {exc}): check the disk that holds it (free space, errors), "
                        "then run again; the file itself may well be sound")

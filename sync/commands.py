@@ -372,7 +372,8 @@ def _work(s: Services, tally: Tally, work: Work, dry_run: bool, out: TextIO, lis
                 elif tally.sending and not tally.disk_full and tally.room_to_record(s.config):
                     # Due when the run began: what fails in this run is not sent again in it.
                     tally.add(deliver(s.state, s.usermaven, s.config.usermaven_api_key, due=started_at,
-                                      in_a_row=tally.in_a_row, taken=tally.counts.sent))
+                                      in_a_row=tally.in_a_row, taken=tally.counts.sent,
+                                      room=lambda: tally.room_to_record(s.config)))
             except DeliveryStopped as exc:
                 tally.stopped(exc)
     if final is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict, deque
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -100,10 +100,11 @@ class _Run:
 
 
 def deliver(state: State, usermaven: UsermavenClient, api_key: str, min_batch: int = 1, due: str | None = None,
-            in_a_row: int = 0, taken: int = 0) -> Iterator[Counts]:
+            in_a_row: int = 0, taken: int = 0, room: Callable[[], bool] | None = None) -> Iterator[Counts]:
     """Send every pending event due at `due` (default: now), oldest first, in batches; mark each batch sent when
     Usermaven says 200, and yield what each request did. A run passes the time it began (what fails in it is not
-    due again in it), and what its earlier sends met: `in_a_row` failures that may have arrived, `taken` events.
+    due again in it), and what its earlier sends met: `in_a_row` failures that may have arrived, `taken` events;
+    and `room`, asked before each batch: whether its marks can still be written (else delivery ends there).
 
     With `min_batch` above 1 only full batches go out and the tail waits for the next call (a backfill
     sends as it reads without a half-empty request per step). A batch Usermaven rejects (400) is retried
@@ -114,6 +115,8 @@ def deliver(state: State, usermaven: UsermavenClient, api_key: str, min_batch: i
     """
     run = _Run(in_a_row, taken)
     for rows in _pending_batches(state, min_batch, due=due):
+        if room is not None and not room():
+            break
         try:
             for counts in _send(state, usermaven, api_key, rows, run.taken > 0):
                 run.taken += counts.sent

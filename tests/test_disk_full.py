@@ -113,3 +113,24 @@ def test_a_full_disk_at_the_runs_first_write_says_so(workspace, usermaven, run, 
     code, out, err = run("run")
     assert code == 1 and "could not be written (database or disk is full): check its disk" in err
     assert "internal error" not in err
+
+
+def test_a_long_delivery_stops_when_the_disk_runs_low(workspace, usermaven, run, env, monkeypatch):
+    """A catch-up delivery writes its journal as it marks batches sent: free space is looked at before each batch,
+    and the delivery ends where it runs low (a review suspected that it could fill the disk midway)."""
+    run("run")
+    for n in range(120):
+        add_deal(workspace, uid(f"many{n}"), f"Many {n}", [("Lead", NOW + MINUTE)], people=[uid("p1")])
+    workspace.clock = NOW + 10 * MINUTE
+    checks = 0
+
+    def usage(path):  # type: ignore[no-untyped-def]
+        nonlocal checks
+        checks += 1
+        return Usage(10**9, 0, 10**9) if checks < 3 else Usage(10**9, 10**9 - 65536, 65536)
+
+    monkeypatch.setattr(commands.shutil, "disk_usage", usage)
+    code, out, err = run("run")
+    assert code == 1 and "nothing more was sent" in err
+    assert [len(batch) for batch in usermaven.batches] == [50]  # before the first batch: room; before the second: none
+    assert sum(r["state"] == "pending" for r in ledger_rows(env)) == 70

@@ -7,6 +7,8 @@ import sqlite3
 from collections import namedtuple
 from datetime import timedelta
 
+import pytest
+
 from sync import commands
 from sync import state as state_module
 from sync.state.ledger import Ledger
@@ -66,32 +68,25 @@ def _releasing_one(release):  # type: ignore[no-untyped-def]
     return release_and_write
 
 
-def test_a_disk_error_while_checking_the_file_is_not_called_damage(workspace, usermaven, run, env, monkeypatch):
+@pytest.mark.parametrize("sqlite_code, text, said", [
+    (sqlite3.SQLITE_IOERR, "disk I/O error", "cannot be read now (SQLite: disk I/O error): check the disk that holds"),
+    (sqlite3.SQLITE_BUSY, "database is locked", "is held by another program (SQLite: database is locked): let it"),
+])
+def test_a_file_check_that_fails_for_another_reason_than_damage_says_which(workspace, usermaven, run, env,
+                                                                           monkeypatch, sqlite_code, text, said):
+    """A disk error, or a file another program holds, is not called damage (whose advice, replacing the file,
+    means a new baseline and resends)."""
     run("run")
 
     def failing(conn, quick=True):  # type: ignore[no-untyped-def]
-        exc = sqlite3.OperationalError("disk I/O error")
-        exc.sqlite_errorcode = sqlite3.SQLITE_IOERR  # type: ignore[attr-defined]
+        exc = sqlite3.OperationalError(text)
+        exc.sqlite_errorcode = sqlite_code  # type: ignore[attr-defined]
         raise exc
 
     monkeypatch.setattr(state_module, "_problem", failing)
     code, out, err = run("run")
-    assert code == 2 and "cannot be read now (SQLite: disk I/O error): check the disk that holds it" in err
+    assert code == 2 and said in err
     assert "damaged" not in err and "restore it from a backup" not in err
-
-
-def test_a_state_another_program_holds_is_not_called_damage_either(workspace, usermaven, run, env, monkeypatch):
-    run("run")
-
-    def busy(conn, quick=True):  # type: ignore[no-untyped-def]
-        exc = sqlite3.OperationalError("database is locked")
-        exc.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
-        raise exc
-
-    monkeypatch.setattr(state_module, "_problem", busy)
-    code, out, err = run("run")
-    assert code == 2 and "is held by another program (SQLite: database is locked): let it finish" in err
-    assert "damaged" not in err and "check the disk" not in err
 
 
 def test_a_backfill_sends_nothing_with_too_little_free_space(attio, usermaven, run, env, monkeypatch):

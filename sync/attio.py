@@ -480,6 +480,10 @@ class AttioClient:
             raise AttioAuthError("Attio says ATTIO_API_KEY is not active: create a new access token", 401)
         return info
 
+    def get_list(self, list_: str) -> dict:
+        """GET /v2/lists/{list}: the list's name, slug and parent object."""
+        return self.get_one(f"/v2/lists/{quote(list_)}")
+
     def attributes(self, target: str, identifier: str) -> list[dict]:
         return self.get_all(f"/v2/{target}/{quote(identifier)}/attributes")
 

@@ -8,7 +8,6 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import quote
 
 from sync.attio import (
     AttioClient,
@@ -95,8 +94,8 @@ def _check_attio(config: Config, client: AttioClient, report: SetupReport) -> No
     if config.attio_list and not _attribute_exists(client, report, target, identifier, setting):
         return
     if config.attio_list:
-        problem = list_parent_problem(client, client.get_one(f"/v2/lists/{quote(config.attio_list)}"),
-                                      config.attio_list, config.attio_object)
+        problem = list_parent_problem(client, client.get_list(config.attio_list), config.attio_list,
+                                      config.attio_object)
         report.add(problem is None, "list's object", problem or f"{config.attio_list!r} holds records of "
                    f"{config.attio_object!r}")
     attributes = client.attributes(target, identifier)

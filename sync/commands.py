@@ -296,8 +296,7 @@ def _execute_run(command: str, config: Config, dry_run: bool, out: TextIO | None
         try:
             run_id = state.runs.start(command)
         except sqlite3.Error as exc:  # the run's first write: a full disk, an I/O error
-            raise SyncError(f"the state at {config.state_db} could not be written ({exc}): check its disk (free space, "
-                            "errors); nothing was read or sent") from None
+            raise SyncError(f"{_unwritable(config, exc)}; nothing was read or sent") from None
         began = time.monotonic()
         tally = Tally()
         code, message = EXIT_OK, ""
@@ -316,9 +315,8 @@ def _execute_run(command: str, config: Config, dry_run: bool, out: TextIO | None
             code, message = EXIT_INTERRUPTED, "interrupted; what was committed stays, the next run goes on from there"
         except sqlite3.Error as exc:  # a full disk, an I/O error: the state could not be written
             code = EXIT_UNDELIVERED
-            message = (f"the state at {config.state_db} could not be written ({exc}): check its disk (free space, "
-                       "errors); what was committed stays, nothing was sent after the failure, the next run goes on "
-                       "from there")
+            message = (f"{_unwritable(config, exc)}; what was committed stays, nothing was sent after the failure, "
+                       "the next run goes on from there")
         except BrokenPipeError:
             # `--dry-run | head`: the reader has all it wanted. Point stdout at /dev/null so that Python's own
             # flush at exit does not fail again.
@@ -345,6 +343,11 @@ def _execute_run(command: str, config: Config, dry_run: bool, out: TextIO | None
         (log.info if code == EXIT_OK else log.error)("%s", report.message)
     log.info("%s", summary_line(report, dry_run), extra={"counts": summary_counts(report)})
     return report
+
+
+def _unwritable(config: Config, exc: sqlite3.Error) -> str:
+    """What to say when the state could not be written."""
+    return f"the state at {config.state_db} could not be written ({exc}): check its disk (free space, errors)"
 
 
 def _work(s: Services, tally: Tally, work: Work, dry_run: bool, out: TextIO, list_first: bool = False

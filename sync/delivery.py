@@ -8,7 +8,6 @@ import logging
 from collections import defaultdict, deque
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import TextIO
@@ -89,16 +88,6 @@ def _release(state: State, source: DealSource, resolver: Resolver, record_ids: l
     return released
 
 
-@dataclass
-class _Run:
-    """What a delivery met so far: sends in a row that may have arrived (see STOP_AFTER), events Usermaven took
-    (see MAX_UNCONFIRMED), and the last such failure, reported at the end."""
-
-    in_a_row: int = 0
-    taken: int = 0
-    last: DeliveryStopped | None = None
-
-
 def deliver(state: State, usermaven: UsermavenClient, api_key: str, min_batch: int = 1, due: str | None = None,
             in_a_row: int = 0, taken: int = 0, room: Callable[[], bool] | None = None) -> Iterator[Counts]:
     """Send every pending event due at `due` (default: now), oldest first, in batches; mark each batch sent when
@@ -113,22 +102,22 @@ def deliver(state: State, usermaven: UsermavenClient, api_key: str, min_batch: i
     DeliveryStopped. Raises it at once when Usermaven is unreachable, refuses the token, or fails STOP_AFTER
     sends in a row.
     """
-    run = _Run(in_a_row, taken)
+    last: DeliveryStopped | None = None
     for rows in _pending_batches(state, min_batch, due=due):
         if room is not None and not room():
             break
         try:
-            for counts in _send(state, usermaven, api_key, rows, run.taken > 0):
-                run.taken += counts.sent
-                run.in_a_row = 0 if counts.sent else run.in_a_row
+            for counts in _send(state, usermaven, api_key, rows, taken > 0):
+                taken += counts.sent
+                in_a_row = 0 if counts.sent else in_a_row
                 yield counts
         except DeliveryStopped as exc:
-            run.in_a_row += 1
-            if exc.refused or not exc.maybe_received or run.in_a_row >= STOP_AFTER:
+            in_a_row += 1
+            if exc.refused or not exc.maybe_received or in_a_row >= STOP_AFTER:
                 raise
-            run.last = exc
-    if run.last is not None:
-        raise run.last  # everything else due was sent: the run reports the failure
+            last = exc
+    if last is not None:
+        raise last  # everything else due was sent: the run reports the failure
 
 
 def _pending_batches(state: State, min_batch: int, queued: Collection[str] = (), due: str | None = None
@@ -226,30 +215,29 @@ def _not_taken(state: State, usermaven: UsermavenClient, api_key: str, rows: lis
     raise DeliveryStopped(str(exc), maybe_received=maybe_received) from None
 
 
-def _unconfirmed(state: State, rows: list[dict], error: str, took_others: bool, now: datetime | None = None
-                 ) -> Counts:
+def _unconfirmed(state: State, rows: list[dict], error: str, took_others: bool) -> Counts:
     """A send of these rows failed after it may have reached Usermaven: each waits to be sent again, or is marked
     failed after MAX_UNCONFIRMED such sends (`took_others`) or GIVE_UP_AFTER (see RESEND_AFTER)."""
-    now = now or datetime.now(UTC)
+    now = datetime.now(UTC)
     limit = MAX_UNCONFIRMED if took_others else GIVE_UP_AFTER
-    waiting: dict[int, list[str]] = defaultdict(list)
+    waiting: dict[str, list[str]] = defaultdict(list)  # event ids by when they may be sent again
     given_up: list[dict] = []
     for row in rows:
         sends = row["unconfirmed"] + 1
         if sends >= limit:
             given_up.append(row)
         else:
-            waiting[sends].append(row["event_id"])
+            waiting[resend_at(sends, now)].append(row["event_id"])
     with state.atomic():
-        for sends, ids in waiting.items():
-            state.ledger.note_unconfirmed(ids, error, resend_at(sends, now))
+        for retry_at, ids in waiting.items():
+            state.ledger.note_unconfirmed(ids, error, retry_at)
         if given_up:
             state.ledger.give_up([row["event_id"] for row in given_up],
                                  f"{error}; sent {limit} times, each time it may have arrived: not sent again "
                                  "(replay the deal to queue it again)")
-    for sends, ids in waiting.items():
+    for retry_at, ids in waiting.items():
         log.warning("%s: %d event(s) may have reached Usermaven; sent again from %s UTC", error, len(ids),
-                    resend_at(sends, now)[:19].replace("T", " "))
+                    retry_at[:19].replace("T", " "))
     for row in given_up:
         log.error("event %s (deal %s → %s) failed: Usermaven failed %d times after it may have arrived (%s); "
                   "not sent again", row["event_id"], row["deal_key"], row["to_stage"], limit, error)

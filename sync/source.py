@@ -127,7 +127,7 @@ class DealSource:
             token = pool.submit(self.client.check_token)
             own = pool.submit(self.client.attributes, target, identifier)
             people_future = pool.submit(self.client.attributes, "objects", "people") if self.user_id_attribute else None
-            list_future = pool.submit(self.client.get_one, f"/v2/lists/{quote(self.list)}") if self.list else None
+            list_future = pool.submit(self.client.get_list, self.list) if self.list else None
             token.result()  # an auth error first, whatever else failed
             attributes = own.result()
             people = people_future.result() if people_future else []

@@ -63,7 +63,7 @@ class UsermavenClient:
             # Never followed: a redirect may resend the POST as a GET and take any 200 for delivery.
             where = (response.headers.get("Location") or "").split("?", 1)[0] or "nowhere"
             raise UsermavenWrongUrl(self.redact(f"Usermaven answered {response.status}, a redirect to "
-                                                  f"{where}, not 200: check USERMAVEN_EVENTS_URL"))
+                                                f"{where}, not 200: check USERMAVEN_EVENTS_URL"))
         text = f"Usermaven answered {response.status}: {_message(response, self.redact)}"
         if response.status in (401, 403):
             raise UsermavenAuthError(text + " — check USERMAVEN_API_KEY and USERMAVEN_SERVER_TOKEN")

@@ -49,3 +49,8 @@ def test_demo_never_writes_into_an_existing_state(run, env, tmp_path, monkeypatc
     monkeypatch.setenv("HOME", str(tmp_path))  # the same file as ~/real.db (found by a review)
     code, out, err = run("demo", "--deals", "20", "--state", "~/real.db")
     assert code == 2 and f"{state} does" in err and state.read_bytes() == b"a real state"
+
+
+def test_demo_state_in_an_unknown_home_folder_is_a_usage_error(run, env):
+    code, out, err = run("demo", "--deals", "20", "--state", "~no-such-user-here/x.db")
+    assert code == 2 and "that home folder does not exist on this machine" in err and "Traceback" not in err

@@ -129,3 +129,30 @@ def test_a_long_delivery_stops_when_the_disk_runs_low(workspace, usermaven, run,
     assert code == 1 and "nothing more was sent" in err
     assert [len(batch) for batch in usermaven.batches] == [50]  # before the first batch: room; before the second: none
     assert sum(r["state"] == "pending" for r in ledger_rows(env)) == 70
+
+
+def test_a_run_that_cannot_be_recorded_at_its_end_keeps_its_exit_code_and_says_so(workspace, usermaven, run, env,
+                                                                                  monkeypatch):
+    """The disk that failed the run may fail the write of its `runs` row too: the run still ends with its own exit
+    code and message, and a warning says it is not in `status`."""
+    _pending(workspace, run, usermaven)
+
+    def full(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Runs, "finish", full)
+    code, out, err = run("run")
+    assert code == 0 and len(usermaven.events) == 2
+    assert "this run could not be recorded in the state (database or disk is full)" in err
+    assert "internal error" not in err
+
+
+def test_free_space_that_cannot_be_read_does_not_stop_delivery(workspace, usermaven, run, env, monkeypatch):
+    """`disk_usage` failing says nothing about the disk: the writes themselves would."""
+    _pending(workspace, run, usermaven)
+
+    def unknown(path):  # type: ignore[no-untyped-def]
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(commands.shutil, "disk_usage", unknown)
+    assert run("run")[0] == 0 and len(usermaven.events) == 2

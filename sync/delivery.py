@@ -25,6 +25,7 @@ from sync.models import Counts, Identity, format_time
 from sync.resolve import Resolver
 from sync.source import DealSource
 from sync.state import State
+from sync.state.ledger import keys, row_key
 from sync.usermaven import BATCH_EVENTS, UsermavenClient, batches
 
 log = logging.getLogger(__name__)
@@ -80,11 +81,11 @@ def _release(state: State, source: DealSource, resolver: Resolver, record_ids: l
                 identity, reason = lookups.identity(deal)
             for row in rows:
                 if identity is not None:
-                    state.ledger.release(row["event_id"], with_identity(row["payload"], identity))
+                    state.ledger.release(row_key(row), with_identity(row["payload"], identity))
                     released += 1
                 elif reason != row["reason"]:
-                    state.ledger.hold(row["event_id"], reason or "no identity")
-        state.ledger.mark_checked([row["event_id"] for rows in by_record.values() for row in rows])
+                    state.ledger.hold(row_key(row), reason or "no identity")
+        state.ledger.mark_checked([key for rows in by_record.values() for key in keys(rows)])
     return released
 
 
@@ -164,7 +165,7 @@ def print_pending(state: State, out: TextIO) -> Iterator[Counts]:
             yield Counts(printed=printed)
             raise
         with state.atomic():
-            state.ledger.mark_sent([row["event_id"] for row in chunk])
+            state.ledger.mark_sent(keys(chunk))
         yield Counts(printed=printed)
 
 
@@ -183,7 +184,7 @@ def _send(state: State, usermaven: UsermavenClient, api_key: str, rows: list[dic
 def _taken(state: State, rows: list[dict]) -> Counts:
     """Usermaven answered 200 for these rows: marked sent."""
     with state.atomic():
-        state.ledger.mark_sent([row["event_id"] for row in rows])
+        state.ledger.mark_sent(keys(rows))
     return Counts(sent=len(rows))
 
 
@@ -193,7 +194,6 @@ def _not_taken(state: State, usermaven: UsermavenClient, api_key: str, rows: lis
     the rows sent again one by one so that only the bad ones are marked failed. What each step did is yielded
     as it is done, so that what was sent before a stop is counted. `took_others`: Usermaven took other events
     in this run (see MAX_UNCONFIRMED)."""
-    ids = [row["event_id"] for row in rows]
     if isinstance(exc, UsermavenAuthError | UsermavenWrongUrl):
         raise DeliveryStopped(str(exc), refused=True) from None
     if isinstance(exc, UsermavenRejected):
@@ -202,8 +202,9 @@ def _not_taken(state: State, usermaven: UsermavenClient, api_key: str, rows: lis
                 yield from _send(state, usermaven, api_key, [row], took_others)
             return
         with state.atomic():
-            state.ledger.mark_failed(ids, str(exc))
-        log.error("event %s (deal %s → %s) failed: %s", ids[0], rows[0]["deal_key"], rows[0]["to_stage"], exc)
+            state.ledger.mark_failed(keys(rows), str(exc))
+        row = rows[0]
+        log.error("event %s (deal %s → %s) failed: %s", row["event_id"], row["deal_key"], row["to_stage"], exc)
         yield Counts(failed=1)
         return
     maybe_received = isinstance(exc, UsermavenUnavailable) and exc.maybe_received
@@ -211,7 +212,7 @@ def _not_taken(state: State, usermaven: UsermavenClient, api_key: str, rows: lis
         yield _unconfirmed(state, rows, str(exc), took_others)
     else:
         with state.atomic():
-            state.ledger.note_attempt(ids, str(exc))
+            state.ledger.note_attempt(keys(rows), str(exc))
     raise DeliveryStopped(str(exc), maybe_received=maybe_received) from None
 
 
@@ -220,23 +221,23 @@ def _unconfirmed(state: State, rows: list[dict], error: str, took_others: bool) 
     failed after MAX_UNCONFIRMED such sends (`took_others`) or GIVE_UP_AFTER (see RESEND_AFTER)."""
     now = datetime.now(UTC)
     limit = MAX_UNCONFIRMED if took_others else GIVE_UP_AFTER
-    waiting: dict[str, list[str]] = defaultdict(list)  # event ids by when they may be sent again
+    waiting: dict[str, list[dict]] = defaultdict(list)  # rows by when they may be sent again
     given_up: list[dict] = []
     for row in rows:
         sends = row["unconfirmed"] + 1
         if sends >= limit:
             given_up.append(row)
         else:
-            waiting[resend_at(sends, now)].append(row["event_id"])
+            waiting[resend_at(sends, now)].append(row)
     with state.atomic():
-        for retry_at, ids in waiting.items():
-            state.ledger.note_unconfirmed(ids, error, retry_at)
+        for retry_at, waiting_rows in waiting.items():
+            state.ledger.note_unconfirmed(keys(waiting_rows), error, retry_at)
         if given_up:
-            state.ledger.give_up([row["event_id"] for row in given_up],
+            state.ledger.give_up(keys(given_up),
                                  f"{error}; sent {limit} times, each time it may have arrived: not sent again "
                                  "(replay the deal to queue it again)")
-    for retry_at, ids in waiting.items():
-        log.warning("%s: %d event(s) may have reached Usermaven; sent again from %s UTC", error, len(ids),
+    for retry_at, waiting_rows in waiting.items():
+        log.warning("%s: %d event(s) may have reached Usermaven; sent again from %s UTC", error, len(waiting_rows),
                     retry_at[:19].replace("T", " "))
     for row in given_up:
         log.error("event %s (deal %s → %s) failed: Usermaven failed %d times after it may have arrived (%s); "

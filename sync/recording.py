@@ -161,7 +161,7 @@ def one_ahead(batches: Iterator[B], work: Callable[[B], R], in_hand: Callable[[]
 
 def record_new(ledger: Ledger, found: Sequence[Found], origin: str) -> Counts:
     """Add the transitions the ledger does not have yet (call inside the batch's transaction)."""
-    known = ledger.known_ids([t.event_id for t, _, _ in found])
+    known = ledger.known_ids([(t.deal.key, t.event_id) for t, _, _ in found])
     # By event id: a deal read twice in one batch (a repeat the scan forgot) gives its transitions twice.
     rows = list({t.event_id: ledger_row(t, event, origin, reason)
                  for t, event, reason in found if t.event_id not in known}.values())

@@ -40,13 +40,13 @@ def replay(state: State, source: DealSource, resolver: Resolver, settings: Event
         return in_range(transitions, since, None)
 
     found = events_for(pairs, select, source, resolver, settings)
-    known = state.ledger.known_ids([t.event_id for t, _, _ in found])
+    known = state.ledger.known_ids([(t.deal.key, t.event_id) for t, _, _ in found])
     held = 0
     with state.atomic():
         for transition, event, reason in found:
             row = ledger_row(transition, event, "replay", reason)
             if transition.event_id in known:
-                state.ledger.requeue_for_replay(transition.event_id, event, row["state"], reason)
+                state.ledger.requeue_for_replay((transition.deal.key, transition.event_id), event, row["state"], reason)
             else:
                 state.ledger.add([row])
             held += row["state"] == HELD

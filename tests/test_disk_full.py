@@ -62,7 +62,7 @@ def _releasing_one(release):  # type: ignore[no-untyped-def]
     """release_held, made to write (as it does when events are held): through mark_checked."""
 
     def release_and_write(state, *args, **kwargs):  # type: ignore[no-untyped-def]
-        state.ledger.mark_checked(["x"])
+        state.ledger.mark_checked([("d", "x")])
         return release(state, *args, **kwargs)
 
     return release_and_write

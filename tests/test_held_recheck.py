@@ -25,7 +25,7 @@ def test_each_run_rechecks_at_most_the_limit_oldest_checked_first():
     later = "9999-01-01T00:00:00.000000Z"
     first = state.ledger.held_record_ids(later, limit=2)
     assert first == ["r0", "r1"]
-    state.ledger.mark_checked(["e0-0", "e0-1", "e1-0", "e1-1"])
+    state.ledger.mark_checked([("r0", "e0-0"), ("r0", "e0-1"), ("r1", "e1-0"), ("r1", "e1-1")])
     second = state.ledger.held_record_ids(later, limit=2)
     assert second == ["r2", "r3"]  # never checked before those checked just now
     assert len(state.ledger.held_record_ids(later)) == 5  # no limit: every due deal

@@ -66,7 +66,7 @@ def test_pending_events_are_read_by_their_own_index_oldest_first_also_in_a_dry_r
     state = open_state(path)
     with state.atomic():
         state.ledger.add([_row(n) for n in range(40)])
-        state.ledger.mark_sent([f"ev-{n}" for n in range(0, 40, 2)])
+        state.ledger.mark_sent([(f"d-{n % 7}", f"ev-{n}") for n in range(0, 40, 2)])
     state.close()
     for dry_run in (False, True):
         state = open_state(path, dry_run=dry_run)

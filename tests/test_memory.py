@@ -117,7 +117,7 @@ def test_lookups_of_any_length_prepare_a_few_statements():
     state.db.conn.set_trace_callback(executed.append)
     for n in range(1, 1201):
         ids = [f"id-{i}" for i in range(n)]
-        state.ledger.known_ids(ids)
+        state.ledger.known_ids([(key, f"event-{key}") for key in ids])
         state.snapshot.rows(ids)
         state.backfills.done_keys("b", ids)
     shapes = {re.sub(r"'[^']*'", "?", sql) for sql in executed if " in (" in sql}

@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from sqlite_utils import Database
 
 from sync import state as state_module
 from tests.conftest import NOW, add_leads, uid
@@ -122,6 +123,40 @@ def test_a_state_file_from_an_older_version_is_upgraded(workspace, usermaven, ru
     assert run("run")[0] == 0 and len(usermaven.events) == 1
 
 
+def as_made_before(path: Path, migration: str) -> None:
+    """Make the state file at `path` what a version before `migration` would have made of the same data: the
+    tables of the migrations before it, each with the columns they had, the rows (and the ledger's rowids) as
+    they are."""
+    older = path.with_name("older.db")
+    db = Database(older)
+    state_module.migrations.apply(db, stop_before=migration)
+    db.close()
+    conn = sqlite3.connect(older)
+    try:
+        with conn:
+            conn.execute("attach database ? as now", [str(path)])
+            tables = [r[0] for r in conn.execute("select name from main.sqlite_master where type = 'table' "
+                                                 "and name not like '\\_%' escape '\\'")]
+            for table in tables:
+                had = {r[1] for r in conn.execute(f"pragma now.table_info([{table}])")}
+                columns = ", ".join(f"[{c}]" for c in state_module._columns(conn, table) & had)
+                conn.execute(f"insert into main.[{table}] (rowid, {columns}) "
+                             f"select rowid, {columns} from now.[{table}]")
+        conn.execute("detach database now")
+    finally:
+        conn.close()
+    older.replace(path)
+
+
+def _ledger_indexes(path: Path) -> set[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return {r[0] for r in conn.execute("select name from sqlite_master where tbl_name = 'ledger' "
+                                           "and type = 'index' and sql is not null")}
+    finally:
+        conn.close()
+
+
 def test_a_ledger_from_before_the_index_of_pending_events_is_upgraded_and_its_pending_events_sent(
         state_file, usermaven, run):
     """A file migrated up to m005 (pending rows found by the index on (state, changed_at)): the next run replaces
@@ -133,25 +168,61 @@ def test_a_ledger_from_before_the_index_of_pending_events_is_upgraded_and_its_pe
                                                    "order by changed_at limit 7")]
             conn.execute(f"update ledger set state = 'pending', sent_at = null where event_id in "
                          f"({','.join('?' * len(pending))})", pending)
-            conn.execute("drop index idx_ledger_pending")
-            conn.execute("drop index idx_ledger_state")
-            conn.execute("drop index idx_ledger_failed")
-            conn.execute("create index idx_ledger_state_changed_at on ledger (state, changed_at)")
-            conn.execute("delete from _sqlite_migrations where name = 'm006_pending_index'")
     finally:
         conn.close()
+    as_made_before(state_file, "m006_pending_index")
+    assert "idx_ledger_state_changed_at" in _ledger_indexes(state_file)
     before = len(usermaven.events)
     assert run("run")[0] == 0
     assert sorted(e["event_id"] for e in usermaven.events[before:]) == sorted(pending)
     conn = sqlite3.connect(state_file)
     try:
-        indexes = {r[0] for r in conn.execute("select name from sqlite_master where tbl_name = 'ledger' "
-                                              "and type = 'index' and sql is not null")}
         assert conn.execute("select count(*) from ledger where state = 'pending'").fetchone()[0] == 0
     finally:
         conn.close()
-    assert indexes == {"idx_ledger_deal_key", "idx_ledger_held_reason", "idx_ledger_pending_error",
-                       "idx_ledger_pending", "idx_ledger_state", "idx_ledger_failed"}
+    assert _ledger_indexes(state_file) == {"idx_ledger_event", "idx_ledger_held_reason", "idx_ledger_pending_error",
+                                           "idx_ledger_pending", "idx_ledger_state", "idx_ledger_failed"}
+
+
+def test_a_ledger_keyed_on_the_event_id_is_rebuilt_keyed_by_deal_with_every_row_as_it_was(
+        state_file, workspace, usermaven, run):
+    """m008: a file whose ledger has the event id as its primary key. `status` reads it without changing it; the
+    next run rebuilds the ledger with the same rows, rowids and values, its other indexes, and the unique index on
+    (deal_key, event_id) in place of the primary key and of the index on the deal key; recording the same
+    transitions again adds nothing and sends nothing."""
+    as_made_before(state_file, "m008_ledger_in_recording_order")
+    conn = sqlite3.connect(state_file)
+    try:
+        table = conn.execute("select sql from sqlite_master where name = 'ledger'").fetchone()[0]
+        # Every column but checked_at, which the run's re-check of held events sets.
+        columns = ", ".join(r[1] for r in conn.execute("pragma table_info(ledger)") if r[1] != "checked_at")
+        rows = conn.execute(f"select rowid, {columns} from ledger order by rowid").fetchall()
+    finally:
+        conn.close()
+    assert "TEXT PRIMARY KEY" in table and "idx_ledger_deal_key" in _ledger_indexes(state_file)
+    assert len(rows) > 100
+    untouched = state_file.read_bytes()
+    assert run("status")[0] == 0
+    assert state_file.read_bytes() == untouched
+    sent = len(usermaven.events)
+    assert run("run")[0] == 0
+    conn = sqlite3.connect(state_file)
+    try:
+        after = conn.execute(f"select rowid, {columns} from ledger order by rowid").fetchall()
+        table = conn.execute("select sql from sqlite_master where name = 'ledger'").fetchone()[0]
+    finally:
+        conn.close()
+    assert after[:len(rows)] == rows  # the run's own poll may add rows after them
+    assert "PRIMARY KEY" not in table.upper()
+    assert _ledger_indexes(state_file) == {"idx_ledger_event", "idx_ledger_held_reason", "idx_ledger_pending_error",
+                                           "idx_ledger_pending", "idx_ledger_state", "idx_ledger_failed"}
+    assert run("run", "--backfill", "--since", "2025-06-01")[0] == 0
+    conn = sqlite3.connect(state_file)
+    try:
+        assert conn.execute("select count(*) from ledger").fetchone()[0] == len(after)
+    finally:
+        conn.close()
+    assert len(usermaven.events) == sent
 
 
 def test_a_state_where_wal_cannot_be_set_exits_2(run, env, mocked, workspace, monkeypatch):

@@ -1,7 +1,7 @@
 """A dry run's view of the state: the file opened read-only, the run's own writes kept apart.
 
 The ledger's writes go to a TEMP table (SQLite keeps it in a temporary file of its own, not in the state
-file and not in memory) that shadows the file's rows by event id; the dry run reads both. Checkpoints set
+file and not in memory) that shadows the file's rows by key (deal and event id); the dry run reads both. Checkpoints set
 during the run are kept in a dict; snapshot rows, run log rows and backfill resume points are not needed
 again within one run and are dropped. Nothing is copied, so time and memory do not grow with the file.
 """
@@ -17,16 +17,18 @@ from sqlite_utils import Database
 from sync.models import DealRef
 from sync.state.backfills import Backfills
 from sync.state.checkpoints import Checkpoints
-from sync.state.ledger import PENDING, STATES, Ledger, pending_query
+from sync.state.ledger import BY_KEY, PENDING, STATES, Key, Ledger, pending_query
 from sync.state.notices import REPEAT_EVERY, Notices, _parse
 from sync.state.retries import Retries
 from sync.state.runs import Runs
 from sync.state.snapshot import Snapshot
-from sync.state.sql import chunks, marks
 
 OVERLAY = "temp.dry_ledger"
 VIEW = "temp.dry_ledger_all"
 PENDING_INDEX = "dry_ledger_pending"
+KEY_INDEX = "dry_ledger_event"
+# A row of the file that the overlay does not shadow.
+UNSHADOWED = f"(deal_key, event_id) NOT IN (SELECT deal_key, event_id FROM {OVERLAY})"
 
 
 class DryLedger(Ledger):
@@ -37,8 +39,9 @@ class DryLedger(Ledger):
         schema = db.execute("select sql from main.sqlite_master where type = 'table' and name = 'ledger'").fetchone()[0]
         db.execute(re.sub(r"^CREATE TABLE\s+(\[ledger\]|\"ledger\"|ledger)", f"CREATE TABLE {OVERLAY}", schema,
                           flags=re.IGNORECASE))
-        db.execute(f"CREATE VIEW {VIEW} AS SELECT * FROM main.ledger WHERE event_id NOT IN "
-                   f"(SELECT event_id FROM {OVERLAY}) UNION ALL SELECT * FROM {OVERLAY}")
+        db.execute(f"CREATE UNIQUE INDEX temp.{KEY_INDEX} ON dry_ledger (deal_key, event_id)")
+        db.execute(f"CREATE VIEW {VIEW} AS SELECT * FROM main.ledger WHERE {UNSHADOWED} "
+                   f"UNION ALL SELECT * FROM {OVERLAY}")
         db.execute(f"CREATE INDEX temp.{PENDING_INDEX} ON dry_ledger (changed_at, event_id) "
                    f"WHERE state = '{PENDING}'")
         self.read_table, self.write_table = "dry_ledger_all", OVERLAY
@@ -49,28 +52,27 @@ class DryLedger(Ledger):
         index up to `batch` (a dry backfill puts every event in the overlay: one sort of the whole overlay per
         chunk would make its delivery quadratic), and the first `batch` of the two."""
         params = [after[0], after[1], now, *extra, batch]
-        unshadowed = f"and event_id not in (select event_id from {OVERLAY}) {leave_out}"
+        unshadowed = f"and {UNSHADOWED} {leave_out}"
         return self.db.execute(
             f"select * from ({pending_query('main.ledger', 'idx_ledger_pending', unshadowed)}) union all "
             f"select * from ({pending_query(OVERLAY, PENDING_INDEX, leave_out)}) order by changed_at, event_id limit ?",
             [*params, *params, batch]).fetchall()
 
-    def _copy_on_write(self, event_ids: Sequence[str]) -> None:
-        for chunk in chunks(event_ids):
-            self.db.execute(f"insert or ignore into {OVERLAY} select * from main.ledger "
-                            f"where event_id in ({marks(chunk)})", chunk)
+    def _copy_on_write(self, keys: Sequence[Key]) -> None:
+        self.db.conn.executemany(f"insert or ignore into {OVERLAY} select * from main.ledger where {BY_KEY}", keys)
 
-    def _write(self, sql: str, params: Sequence[object], event_ids: Sequence[str]) -> None:
-        self._copy_on_write(event_ids)
-        super()._write(sql, params, event_ids)
+    def _write(self, sql: str, params: Iterable[Sequence[object]], keys: Sequence[Key]) -> None:
+        self._copy_on_write(keys)
+        super()._write(sql, params, keys)
 
     def counts(self) -> dict[str, int]:
         """The file's counts (by its index), less the rows the overlay shadows, plus the overlay's."""
         counts = dict.fromkeys(STATES, 0)
         for state, count in self.db.execute("select state, count(*) from main.ledger group by state"):
             counts[state] = count
-        for state, count in self.db.execute(f"select state, count(*) from main.ledger where event_id in "
-                                            f"(select event_id from {OVERLAY}) group by state"):
+        # CROSS JOIN: the overlay first (SQLite would read the whole file's index on the state instead).
+        for state, count in self.db.execute(f"select f.state, count(*) from {OVERLAY} d cross join main.ledger f "
+                                            "on f.deal_key = d.deal_key and f.event_id = d.event_id group by f.state"):
             counts[state] -= count
         for state, count in self.db.execute(f"select state, count(*) from {OVERLAY} group by state"):
             counts[state] = counts.get(state, 0) + count

@@ -1,10 +1,10 @@
-"""The ledger: every transition's event, keyed on its event id, with its delivery state (the outbox)."""
+"""The ledger: every transition's event, found by its deal and event id, with its delivery state (the outbox)."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from sqlite_utils import Database
@@ -13,6 +13,19 @@ from sync.state.sql import chunks, insert_many, marks, now_text, time_text
 
 PENDING, HELD, SENT, FAILED = "pending", "held", "sent", "failed"
 STATES = (PENDING, HELD, SENT, FAILED)
+
+# How a row is found: (deal_key, event_id), the ledger's unique index (schema.m008_ledger_in_recording_order).
+Key = tuple[str, str]
+BY_KEY = "deal_key = ? and event_id = ?"
+
+
+def row_key(row: Mapping) -> Key:
+    """The key of a ledger row (or of anything with a `deal_key` and an `event_id`)."""
+    return row["deal_key"], row["event_id"]
+
+
+def keys(rows: Iterable[Mapping]) -> list[Key]:
+    return [row_key(row) for row in rows]
 
 
 def _decoded(row: dict) -> dict:
@@ -87,17 +100,19 @@ class Ledger:
         self.read_table = self.write_table = "ledger"
         self.json_each = _has_json_each(db)
 
-    def _write(self, sql: str, params: Sequence[object], event_ids: Sequence[str]) -> None:
-        """Run an update of `write_table` that touches the rows with these ids."""
-        self.db.execute(sql, list(params))
+    def _write(self, sql: str, params: Iterable[Sequence[object]], keys: Sequence[Key]) -> None:
+        """Run an update of `write_table` that touches the rows with these keys, once per set of `params`."""
+        self.db.conn.executemany(sql, params)
 
     # -- recording --
 
-    def known_ids(self, event_ids: Sequence[str]) -> set[str]:
+    def known_ids(self, keys: Sequence[Key]) -> set[str]:
+        """The event ids among `keys` the ledger has (read by deal: the ids of those deals' events)."""
+        wanted = {event_id for _, event_id in keys}
         known: set[str] = set()
-        for chunk in chunks(event_ids):
-            sql = f"select event_id from {self.read_table} where event_id in ({marks(chunk)})"
-            known.update(r[0] for r in self.db.execute(sql, chunk))
+        for chunk in chunks(list(dict.fromkeys(deal_key for deal_key, _ in keys))):
+            sql = f"select event_id from {self.read_table} where deal_key in ({marks(chunk)})"
+            known.update(r[0] for r in self.db.execute(sql, chunk) if r[0] in wanted)
         return known
 
     def add(self, rows: Iterable[dict]) -> None:
@@ -112,12 +127,12 @@ class Ledger:
         insert_many(self.db, f"insert or ignore into {self.write_table} ({', '.join(columns)}) values ",
                     [(*map(row.__getitem__, keys), _text(row["payload"]), detected) for row in rows])
 
-    def requeue_for_replay(self, event_id: str, payload: dict | str, state: str, reason: str | None) -> None:
+    def requeue_for_replay(self, key: Key, payload: dict | str, state: str, reason: str | None) -> None:
         """A transition replayed: queued again with a fresh payload, same id; the replay is counted."""
         self._write(
             f"update {self.write_table} set state = ?, payload = ?, reason = ?, replay_count = replay_count + 1, "
-            "replayed_at = ?, last_error = null, unconfirmed = 0, retry_at = null where event_id = ?",
-            [state, _text(payload), reason, now_text(), event_id], [event_id])
+            f"replayed_at = ?, last_error = null, unconfirmed = 0, retry_at = null where {BY_KEY}",
+            [(state, _text(payload), reason, now_text(), *key)], [key])
 
     # -- held events --
 
@@ -144,16 +159,16 @@ class Ledger:
                 [HELD, *chunk])]
         return rows
 
-    def release(self, event_id: str, payload: dict) -> None:
+    def release(self, key: Key, payload: dict) -> None:
         """A held row whose identity is now known becomes pending."""
-        self._write(f"update {self.write_table} set state = ?, reason = null, payload = ? where event_id = ?",
-                    [PENDING, encoded(payload), event_id], [event_id])
+        self._write(f"update {self.write_table} set state = ?, reason = null, payload = ? where {BY_KEY}",
+                    [(PENDING, encoded(payload), *key)], [key])
 
-    def hold(self, event_id: str, reason: str) -> None:
-        self._write(f"update {self.write_table} set reason = ? where event_id = ?", [reason, event_id], [event_id])
+    def hold(self, key: Key, reason: str) -> None:
+        self._write(f"update {self.write_table} set reason = ? where {BY_KEY}", [(reason, *key)], [key])
 
-    def mark_checked(self, event_ids: Sequence[str]) -> None:
-        self._update(event_ids, "checked_at = ?", [now_text()])
+    def mark_checked(self, keys: Sequence[Key]) -> None:
+        self._update(keys, "checked_at = ?", [now_text()])
 
     # -- delivery --
 
@@ -190,26 +205,26 @@ class Ledger:
         return self.db.execute(pending_query("ledger", "idx_ledger_pending", leave_out),
                                [after[0], after[1], now, *extra, batch]).fetchall()
 
-    def mark_sent(self, event_ids: Sequence[str]) -> None:
-        self._update(event_ids, "state = ?, sent_at = ?, attempts = attempts + 1, last_error = null, reason = null, "
+    def mark_sent(self, keys: Sequence[Key]) -> None:
+        self._update(keys, "state = ?, sent_at = ?, attempts = attempts + 1, last_error = null, reason = null, "
                                 "retry_at = null", [SENT, now_text()])
 
-    def mark_failed(self, event_ids: Sequence[str], error: str) -> None:
-        self._update(event_ids, "state = ?, attempts = attempts + 1, last_error = ?", [FAILED, error])
+    def mark_failed(self, keys: Sequence[Key], error: str) -> None:
+        self._update(keys, "state = ?, attempts = attempts + 1, last_error = ?", [FAILED, error])
 
-    def note_attempt(self, event_ids: Sequence[str], error: str) -> None:
-        self._update(event_ids, "attempts = attempts + 1, last_error = ?", [error])
+    def note_attempt(self, keys: Sequence[Key], error: str) -> None:
+        self._update(keys, "attempts = attempts + 1, last_error = ?", [error])
 
-    def note_unconfirmed(self, event_ids: Sequence[str], error: str, retry_at: str) -> None:
+    def note_unconfirmed(self, keys: Sequence[Key], error: str, retry_at: str) -> None:
         """A send of these events failed after they may have reached Usermaven: counted, and not sent again
         before `retry_at`."""
-        self._update(event_ids, "attempts = attempts + 1, unconfirmed = unconfirmed + 1, last_error = ?, "
+        self._update(keys, "attempts = attempts + 1, unconfirmed = unconfirmed + 1, last_error = ?, "
                                 "retry_at = ?", [error, retry_at])
 
-    def give_up(self, event_ids: Sequence[str], error: str) -> None:
+    def give_up(self, keys: Sequence[Key], error: str) -> None:
         """A send of these events failed after they may have reached Usermaven, once too often: counted, and
         marked failed (not sent again unless replayed)."""
-        self._update(event_ids, "state = ?, attempts = attempts + 1, unconfirmed = unconfirmed + 1, last_error = ?, "
+        self._update(keys, "state = ?, attempts = attempts + 1, unconfirmed = unconfirmed + 1, last_error = ?, "
                                 "retry_at = null", [FAILED, error])
 
     def waiting(self, now: str) -> int:
@@ -217,12 +232,11 @@ class Ledger:
         return self.db.execute(f"select count(*) from {self.read_table} where state = ? and retry_at > ?",
                                [PENDING, now]).fetchone()[0]
 
-    def _update(self, event_ids: Sequence[str], assignments: str, params: list) -> None:
+    def _update(self, keys: Sequence[Key], assignments: str, params: list) -> None:
         # `or ignore`: no assignment here can break a constraint, and SQLite then keeps no statement journal
         # (a temporary file a megabyte long, written and deleted for every batch marked sent).
-        for chunk in chunks(event_ids):
-            self._write(f"update or ignore {self.write_table} set {assignments} where event_id in ({marks(chunk)})",
-                        params + chunk, chunk)
+        self._write(f"update or ignore {self.write_table} set {assignments} where {BY_KEY}",
+                    [(*params, *key) for key in keys], keys)
 
     # -- what `status` shows --
 

@@ -103,3 +103,34 @@ def m007_unconfirmed(db: Database) -> None:
     sent again: such an event is sent again alone, later each time, and a bounded number of times."""
     db.table("ledger").add_column("unconfirmed", int, not_null_default=0)
     db.table("ledger").add_column("retry_at", str)
+
+
+@migrations()
+def m008_ledger_in_recording_order(db: Database) -> None:
+    """The ledger's rows found by (deal_key, event_id), in a unique index, instead of by the event id alone, its
+    primary key; the rows themselves stay in their order of recording (the table's rowid), as they were.
+
+    An event id is a UUID: every new row went to a random place in the primary key's index, and at a large
+    backfill's size every commit wrote a page of that index for nearly every row it recorded (four times the
+    bytes of the rows themselves). By deal, a commit writes a page per deal, where the deal's events sit
+    together. An event id is made from its deal's key (transitions.event_id), so unique per deal is unique.
+    The index on the deal key alone, which no query used, is dropped.
+
+    SQLite cannot change a table's primary key: the table is built again, once, with the same columns, rows,
+    rowids and indexes."""
+    columns = db.execute("PRAGMA table_info(ledger)").fetchall()  # (cid, name, type, notnull, default, pk)
+    indexes = [sql for name, sql in db.execute(
+        "select name, sql from sqlite_master where type = 'index' and tbl_name = 'ledger' and sql is not null")
+        if name != "idx_ledger_deal_key"]
+    definitions = ", ".join(
+        f"[{name}] {kind}{' NOT NULL' if not_null or name == 'event_id' else ''}"
+        f"{f' DEFAULT {default}' if default is not None else ''}"
+        for _, name, kind, not_null, default, _ in columns)
+    names = ", ".join(f"[{column[1]}]" for column in columns)
+    db.execute(f"create table ledger_rebuilt ({definitions})")
+    db.execute(f"insert into ledger_rebuilt (rowid, {names}) select rowid, {names} from ledger order by rowid")
+    db.execute("drop table ledger")
+    db.execute("alter table ledger_rebuilt rename to ledger")
+    for sql in indexes:
+        db.execute(sql)
+    db.execute("create unique index idx_ledger_event on ledger (deal_key, event_id)")

@@ -107,7 +107,6 @@ def test_a_state_file_from_an_older_version_is_upgraded(workspace, usermaven, ru
     run applies the rest."""
     path = Path(env["SYNC_STATE_DB"])
     path.parent.mkdir(parents=True)
-    from sqlite_utils import Database
 
     db = Database(path)
     state_module.migrations.apply(db, stop_before="m002_held_checked_at")
@@ -244,7 +243,6 @@ def test_status_reads_a_state_file_from_an_older_version_and_leaves_it_as_it_is(
     """Between an upgrade and the first run that migrates the file, `status` and `status --check` still answer."""
     path = Path(env["SYNC_STATE_DB"])
     path.parent.mkdir(parents=True)
-    from sqlite_utils import Database
 
     db = Database(path)
     state_module.migrations.apply(db, stop_before=stop_before)

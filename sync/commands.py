@@ -240,7 +240,7 @@ def _locked_state(config: Config, dry_run: bool, command: str) -> Iterator[State
             state = open_state(config.state_db, dry_run=dry_run)
         except (OSError, sqlite3.Error) as exc:
             raise StateError(f"cannot open the state at {config.state_db} ({exc}): check --state or SYNC_STATE_DB, "
-                             "and that the folder exists or can be created and is writable") from None
+                             "and that the folder exists or can be created, is writable and has free space") from None
         stack.callback(state.close)
         yield state
 

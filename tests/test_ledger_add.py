@@ -113,3 +113,25 @@ def test_what_status_reads_of_the_ledger_goes_by_indexes_without_reading_every_r
             assert not any("ORDER BY" in step for step in plan), (sql, plan)
         assert "idx_ledger_state " not in " ".join(reads) + " " or sql.startswith("select state, count(*)"), (sql, plan)
     state.close()
+
+
+@pytest.mark.parametrize("json_each", [True, False], ids=["sqlite-json", "no-json"])
+def test_rows_are_updated_by_their_key_once_each_in_one_statement_per_chunk(json_each):
+    """Marks find rows by (deal_key, event_id): a key given twice updates its row once, a key whose deal is not
+    the row's updates nothing; with SQLite's JSON functions a batch is one statement (each statement hands the GIL
+    to the busy reading threads), without them one per row."""
+    state = State(Database(sqlite3.connect(":memory:")))
+    state.ledger.json_each = json_each
+    with state.atomic():
+        state.ledger.add([_row(n) for n in range(20)])
+    statements: list[str] = []
+    state.db.conn.set_trace_callback(statements.append)
+    with state.atomic():
+        state.ledger.mark_sent([("d-1", "ev-1"), ("d-2", "ev-2"), ("d-1", "ev-1"), ("d-0", "ev-3")])
+    state.db.conn.set_trace_callback(None)
+    updates = [sql for sql in statements if sql.lstrip().lower().startswith("update")]
+    assert len(updates) == (1 if json_each else 3)
+    rows = {r["event_id"]: r for r in state.db.query("select event_id, state, attempts from ledger")}
+    assert {e for e, r in rows.items() if r["state"] == "sent"} == {"ev-1", "ev-2"}
+    assert rows["ev-1"]["attempts"] == rows["ev-2"]["attempts"] == 1
+    assert rows["ev-3"]["state"] == "pending"

@@ -200,8 +200,23 @@ def test_a_ledger_keyed_on_the_event_id_is_rebuilt_keyed_by_deal_with_every_row_
         conn.close()
     assert "TEXT PRIMARY KEY" in table and "idx_ledger_deal_key" in _ledger_indexes(state_file)
     assert len(rows) > 100
+    conn = sqlite3.connect(state_file)
+    try:
+        with conn:  # what someone may have added to the file: a view and a trigger on the ledger
+            conn.execute("create view sent_per_stage as select to_stage, count(*) as n from ledger "
+                         "where state = 'sent' group by to_stage")
+            conn.execute("create table audit (event_id text)")
+            conn.execute("create trigger ledger_sent after update of state on ledger when new.state = 'sent' "
+                         "begin insert into audit values (new.event_id); end")
+        per_stage = conn.execute("select * from sent_per_stage order by to_stage").fetchall()
+    finally:
+        conn.close()
     untouched = state_file.read_bytes()
-    assert run("status")[0] == 0
+    # Read as it is, not from a migrated copy in memory (which would hold the rebuilt ledger too).
+    state, copied = state_module._open_for_reading(state_file)
+    state.close()
+    assert not copied
+    assert run("status")[0] == 0 and run("run", "--dry-run")[0] == 0
     assert state_file.read_bytes() == untouched
     sent = len(usermaven.events)
     assert run("run")[0] == 0
@@ -213,6 +228,12 @@ def test_a_ledger_keyed_on_the_event_id_is_rebuilt_keyed_by_deal_with_every_row_
         conn.close()
     assert after[:len(rows)] == rows  # the run's own poll may add rows after them
     assert "PRIMARY KEY" not in table.upper()
+    conn = sqlite3.connect(state_file)
+    try:
+        assert conn.execute("select * from sent_per_stage order by to_stage").fetchall() == per_stage
+        assert conn.execute("select name from sqlite_master where type = 'trigger'").fetchall() == [("ledger_sent",)]
+    finally:
+        conn.close()
     assert _ledger_indexes(state_file) == {"idx_ledger_event", "idx_ledger_held_reason", "idx_ledger_pending_error",
                                            "idx_ledger_pending", "idx_ledger_state", "idx_ledger_failed"}
     assert run("run", "--backfill", "--since", "2025-06-01")[0] == 0

@@ -17,6 +17,17 @@ STATES = (PENDING, HELD, SENT, FAILED)
 # How a row is found: (deal_key, event_id), the ledger's unique index (schema.m008_ledger_in_recording_order).
 Key = tuple[str, str]
 BY_KEY = "deal_key = ? and event_id = ?"
+# The rows of many keys, given as one JSON array of [deal_key, event_id] pairs: one statement, one search of the
+# index per key. (Not `in (values ...)`, which SQLite answers by reading the whole table; and not one statement
+# per key, each of which hands the GIL to the busy reading threads and waits to get it back.)
+IN_KEYS = ("(deal_key, event_id) in (select json_extract(value, '$[0]'), json_extract(value, '$[1]') "
+           "from json_each(?))")
+KEYS_PER_STATEMENT = 500
+
+
+def key_chunks(keys: Sequence[Key]) -> Iterator[list[Key]]:
+    for start in range(0, len(keys), KEYS_PER_STATEMENT):
+        yield list(keys[start:start + KEYS_PER_STATEMENT])
 
 
 def row_key(row: Mapping) -> Key:
@@ -116,7 +127,7 @@ class Ledger:
         return known
 
     def add(self, rows: Iterable[dict]) -> None:
-        """Insert new rows (a row whose event id is already there is left as it is)."""
+        """Insert new rows (a row whose deal and event id are already there is left as it is)."""
         rows = list(rows)
         if not rows:
             return
@@ -235,8 +246,12 @@ class Ledger:
     def _update(self, keys: Sequence[Key], assignments: str, params: list) -> None:
         # `or ignore`: no assignment here can break a constraint, and SQLite then keeps no statement journal
         # (a temporary file a megabyte long, written and deleted for every batch marked sent).
-        self._write(f"update or ignore {self.write_table} set {assignments} where {BY_KEY}",
-                    [(*params, *key) for key in keys], keys)
+        update = f"update or ignore {self.write_table} set {assignments} where "
+        if not self.json_each:  # an SQLite built without its JSON functions: a statement per row
+            self._write(update + BY_KEY, [(*params, *key) for key in dict.fromkeys(keys)], keys)
+            return
+        for chunk in key_chunks(keys):
+            self._write(update + IN_KEYS, [(*params, json.dumps(chunk))], chunk)
 
     # -- what `status` shows --
 

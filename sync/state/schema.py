@@ -117,11 +117,15 @@ def m008_ledger_in_recording_order(db: Database) -> None:
     The index on the deal key alone, which no query used, is dropped.
 
     SQLite cannot change a table's primary key: the table is built again, once, with the same columns, rows,
-    rowids and indexes."""
+    rowids and indexes, and any triggers someone added on it (as SQLite's own procedure for changing a table
+    does). `legacy_alter_table` keeps the rename from checking views someone made on the ledger while it is
+    missing (SQLite 3.26 and later refuse it otherwise); they name it again once it is back."""
     columns = db.execute("PRAGMA table_info(ledger)").fetchall()  # (cid, name, type, notnull, default, pk)
     indexes = [sql for name, sql in db.execute(
         "select name, sql from sqlite_master where type = 'index' and tbl_name = 'ledger' and sql is not null")
         if name != "idx_ledger_deal_key"]
+    triggers = [row[0] for row in db.execute(
+        "select sql from sqlite_master where type = 'trigger' and tbl_name = 'ledger'")]
     definitions = ", ".join(
         f"[{name}] {kind}{' NOT NULL' if not_null or name == 'event_id' else ''}"
         f"{f' DEFAULT {default}' if default is not None else ''}"
@@ -130,7 +134,12 @@ def m008_ledger_in_recording_order(db: Database) -> None:
     db.execute(f"create table ledger_rebuilt ({definitions})")
     db.execute(f"insert into ledger_rebuilt (rowid, {names}) select rowid, {names} from ledger order by rowid")
     db.execute("drop table ledger")
-    db.execute("alter table ledger_rebuilt rename to ledger")
-    for sql in indexes:
+    legacy = db.execute("PRAGMA legacy_alter_table").fetchone()[0]
+    db.execute("PRAGMA legacy_alter_table = ON")
+    try:
+        db.execute("alter table ledger_rebuilt rename to ledger")
+    finally:
+        db.execute(f"PRAGMA legacy_alter_table = {int(legacy)}")
+    for sql in indexes + triggers:
         db.execute(sql)
     db.execute("create unique index idx_ledger_event on ledger (deal_key, event_id)")

@@ -180,7 +180,10 @@ def test_backfill_then_poll_sends_nothing_twice(sandbox):
         assert s.cli("run").returncode == 0
         assert s.cli("run", "--backfill", "--since", SINCE).returncode == 0
     assert len(s.usermaven.events) == count
-    assert s.attio.stats["rate_limited"] == 0  # ATTIO_MAX_RPS 90 under the server's 100
+    # Not asserted: no 429. Each run is a process with a limiter of its own, and runs started back to back can
+    # together pass the server's count within one second (one's last second and the next one's first): a 429 is
+    # then retried, which is what a rate limit shared with other clients does too. Within one process the limiter
+    # is tested in test_rate_limiter.py, and against the sandbox by the benchmark's 429 column.
 
 
 def test_faults_on_both_sides_end_with_everything_delivered(sandbox):

@@ -135,3 +135,39 @@ def test_rows_are_updated_by_their_key_once_each_in_one_statement_per_chunk(json
     assert {e for e, r in rows.items() if r["state"] == "sent"} == {"ev-1", "ev-2"}
     assert rows["ev-1"]["attempts"] == rows["ev-2"]["attempts"] == 1
     assert rows["ev-3"]["state"] == "pending"
+
+
+def test_a_dry_run_reads_each_chunk_of_pending_events_at_the_same_cost_however_many_it_has_marked(tmp_path):
+    """A dry run marks what it printed in its overlay, and the file's rows it shadows are left out of the next
+    chunk by a search of the overlay per row: a chunk read after 2,000 rows were marked costs what one after 100
+    does (a `NOT IN (SELECT ...)` copied the whole overlay for every chunk: quadratic in a dry run's events)."""
+    from sync.state import open_state
+    from sync.state.ledger import keys
+
+    path = tmp_path / "sync.db"
+    state = open_state(path)
+    with state.atomic():
+        state.ledger.add([_row(n) for n in range(2400)])
+    state.close()
+    state = open_state(path, dry_run=True)
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    cost = {}
+    marked = 0
+    for chunk in state.ledger.iter_pending(batch=100, decode=False):
+        with state.atomic():
+            state.ledger.mark_sent(keys(chunk))
+        marked += len(chunk)
+        if marked in (100, 2000):
+            after = (chunk[-1]["changed_at"], chunk[-1]["event_id"])
+            steps = 0
+            state.db.conn.set_progress_handler(count, 100)
+            assert len(state.ledger._pending_chunk(after, "9999", 100, "", [])) == 100
+            state.db.conn.set_progress_handler(None, 0)
+            cost[marked] = steps
+    assert cost[2000] < 2 * cost[100], cost

@@ -171,3 +171,15 @@ def test_a_dry_run_reads_each_chunk_of_pending_events_at_the_same_cost_however_m
             state.db.conn.set_progress_handler(None, 0)
             cost[marked] = steps
     assert cost[2000] < 2 * cost[100], cost
+
+
+def test_a_key_given_twice_in_different_chunks_still_updates_its_row_once(monkeypatch):
+    from sync.state import ledger as ledger_module
+
+    monkeypatch.setattr(ledger_module, "KEYS_PER_STATEMENT", 2)
+    state = State(Database(sqlite3.connect(":memory:")))
+    with state.atomic():
+        state.ledger.add([_row(n) for n in range(6)])
+        state.ledger.mark_sent([("d-1", "ev-1"), ("d-2", "ev-2"), ("d-3", "ev-3"), ("d-1", "ev-1")])
+    attempts = {r["event_id"]: r["attempts"] for r in state.db.query("select event_id, attempts from ledger")}
+    assert attempts == {"ev-0": 0, "ev-1": 1, "ev-2": 1, "ev-3": 1, "ev-4": 0, "ev-5": 0}

@@ -245,6 +245,27 @@ def test_a_ledger_keyed_on_the_event_id_is_rebuilt_keyed_by_deal_with_every_row_
     assert len(usermaven.events) == sent
 
 
+def test_without_room_to_rebuild_the_ledger_a_run_exits_2_before_writing_and_status_still_answers(
+        state_file, run, mocked, monkeypatch):
+    """m008 rebuilds the ledger: without three times the file's size free on its disk a run stops before the
+    state is written (a disk that fills while the journal is copied back would leave the file half-copied)."""
+    import collections
+
+    as_made_before(state_file, "m008_ledger_in_recording_order")
+    before, calls = state_file.read_bytes(), len(mocked.calls)
+    usage = collections.namedtuple("usage", "total used free")
+    room = 3 * state_file.stat().st_size
+    monkeypatch.setattr(state_module.shutil, "disk_usage", lambda path: usage(10**12, 0, room - 1))
+    code, out, err = run("run")
+    assert code == 2, err
+    assert "needs about" in err and "free space there" in err and "the file was not changed" in err
+    assert state_file.read_bytes() == before and len(mocked.calls) == calls
+    assert run("status")[0] == 0
+    monkeypatch.setattr(state_module.shutil, "disk_usage", lambda path: usage(10**12, 0, room))
+    assert run("run")[0] == 0
+    assert "idx_ledger_event" in _ledger_indexes(state_file)
+
+
 def test_a_state_where_wal_cannot_be_set_exits_2(run, env, mocked, workspace, monkeypatch):
     """On a network file system SQLite keeps the old journal mode; seen here as an in-memory database does."""
     connect = sqlite3.connect

@@ -5,6 +5,7 @@ it keeps."""
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -68,6 +69,8 @@ def open_state(path: Path, dry_run: bool = False) -> State:
     if exists:
         check_file(path)
     if not dry_run:
+        if exists:
+            _check_room_to_rebuild(path)
         return State(Database(_connect_file(path)))
     if not exists:
         return State(Database(sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)))
@@ -79,6 +82,37 @@ def open_state(path: Path, dry_run: bool = False) -> State:
     state.checkpoints, state.runs, state.backfills = DryCheckpoints(db), DryRuns(db), DryBackfills(db)
     state.retries = DryRetries(db)
     return state
+
+
+# Free disk a migration that rebuilds the ledger needs, in sizes of the file: the new copy of the ledger, and the
+# journal, which holds that copy and, where SQLite is built to zero what it frees (SECURE_DELETE), the old pages
+# too, until it is copied into the file at the end. 2.8 times the file was measured (a million rows).
+REBUILDS = {"m008_ledger_in_recording_order"}
+REBUILD_ROOM = 3
+
+
+def _check_room_to_rebuild(path: Path) -> None:
+    """Raise StateError, before anything is written, if a pending migration rebuilds the ledger and the disk
+    lacks the room for it: a disk that fills up while the journal is copied into the file leaves the
+    migration done but the file half-copied until a later run has room (never delete the journal then)."""
+    db = Database(_connect_read_only(path))
+    try:
+        rebuild = any(migration.name in REBUILDS for migration in migrations.pending(db))
+    finally:
+        db.close()
+    if not rebuild:
+        return
+    needed = REBUILD_ROOM * path.stat().st_size
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return  # what cannot be read is not refused: the migration itself still undoes what fails in it
+    if free < needed:
+        raise StateError(
+            f"this version rebuilds the ledger in the state at {path} once (migration 008), which needs about "
+            f"{needed / 2**20:,.0f} MB free on its disk ({REBUILD_ROOM} times the file) and {free / 2**20:,.0f} MB "
+            "are: free space there (or move the state to a disk with room, with SYNC_STATE_DB), then run again; "
+            "the file was not changed")
 
 
 def open_read_only(path: Path) -> State:

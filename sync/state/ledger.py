@@ -250,7 +250,7 @@ class Ledger:
         if not self.json_each:  # an SQLite built without its JSON functions: a statement per row
             self._write(update + BY_KEY, [(*params, *key) for key in dict.fromkeys(keys)], keys)
             return
-        for chunk in key_chunks(keys):
+        for chunk in key_chunks(list(dict.fromkeys(keys))):  # a key given twice: its row updated once
             self._write(update + IN_KEYS, [(*params, json.dumps(chunk))], chunk)
 
     # -- what `status` shows --

@@ -30,7 +30,7 @@ from sync.state.ledger import Ledger
 from sync.state.notices import Notices
 from sync.state.retries import Retries
 from sync.state.runs import Runs
-from sync.state.schema import migrations
+from sync.state.schema import m008_ledger_in_recording_order, migrations
 from sync.state.snapshot import Snapshot
 
 
@@ -87,7 +87,7 @@ def open_state(path: Path, dry_run: bool = False) -> State:
 # Free disk a migration that rebuilds the ledger needs, in sizes of the file: the new copy of the ledger, and the
 # journal, which holds that copy and, where SQLite is built to zero what it frees (SECURE_DELETE), the old pages
 # too, until it is copied into the file at the end. 2.8 times the file was measured (a million rows).
-REBUILDS = {"m008_ledger_in_recording_order"}
+REBUILDS = {m008_ledger_in_recording_order.__name__}
 REBUILD_ROOM = 3
 
 
@@ -176,7 +176,7 @@ WAL_PAGES = 10_000  # see _connect_file
 # Migrations that change nothing a read names: a file that lacks only these is read as it is, not from a migrated
 # copy in memory. (m008 rebuilds the ledger: in the copy, three times the file's size in memory. Its rows are found
 # by key through the old primary key just as well.)
-READ_AS_IT_IS = {"m008_ledger_in_recording_order"}
+READ_AS_IT_IS = {m008_ledger_in_recording_order.__name__}
 
 DAMAGED = ("restore it from a backup, or move it aside and start again: `run` records a new baseline, and "
            "`run --backfill --since DATE` sends what happened since the last good run (a resend carries the same "

@@ -8,7 +8,6 @@ again within one run and are dropped. Nothing is copied, so time and memory do n
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ from sqlite_utils import Database
 from sync.models import DealRef
 from sync.state.backfills import Backfills
 from sync.state.checkpoints import Checkpoints
-from sync.state.ledger import BY_KEY, IN_KEYS, PENDING, STATES, Key, Ledger, key_chunks, pending_query
+from sync.state.ledger import PENDING, STATES, Key, Ledger, pending_query
 from sync.state.notices import REPEAT_EVERY, Notices, _parse
 from sync.state.retries import Retries
 from sync.state.runs import Runs
@@ -62,16 +61,9 @@ class DryLedger(Ledger):
             f"select * from ({pending_query(OVERLAY, PENDING_INDEX, leave_out)}) order by changed_at, event_id limit ?",
             [*params, *params, batch]).fetchall()
 
-    def _copy_on_write(self, keys: Sequence[Key]) -> None:
-        copy = f"insert or ignore into {OVERLAY} select * from main.ledger where "
-        if not self.json_each:
-            self.db.conn.executemany(copy + BY_KEY, keys)
-            return
-        for chunk in key_chunks(keys):
-            self.db.execute(copy + IN_KEYS, [json.dumps(chunk)])
-
-    def _write(self, sql: str, params: Iterable[Sequence[object]], keys: Sequence[Key]) -> None:
-        self._copy_on_write(keys)
+    def _write(self, sql: str, params: Sequence[object], keys: Sequence[Key]) -> None:
+        """The file's rows of `keys` copied into the overlay first (those not there yet), then written there."""
+        self._by_keys(f"insert or ignore into {OVERLAY} select * from main.ledger where ", [], keys)
         super()._write(sql, params, keys)
 
     def counts(self) -> dict[str, int]:

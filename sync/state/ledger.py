@@ -111,9 +111,20 @@ class Ledger:
         self.read_table = self.write_table = "ledger"
         self.json_each = _has_json_each(db)
 
-    def _write(self, sql: str, params: Iterable[Sequence[object]], keys: Sequence[Key]) -> None:
-        """Run an update of `write_table` that touches the rows with these keys, once per set of `params`."""
-        self.db.conn.executemany(sql, params)
+    def _write(self, sql: str, params: Sequence[object], keys: Sequence[Key]) -> None:
+        """Run `sql`, a statement of `write_table` ending in `where `, with `params` on the rows of `keys`."""
+        self._by_keys(sql, params, keys)
+
+    def _by_keys(self, sql: str, params: Sequence[object], keys: Sequence[Key]) -> None:
+        """Run `sql` (ending in `where `) with `params` on the rows of `keys`, each row once (a key given twice
+        too): one statement per KEYS_PER_STATEMENT keys (IN_KEYS), or one per key where SQLite was built without
+        its JSON functions."""
+        keys = list(dict.fromkeys(keys))
+        if not self.json_each:
+            self.db.conn.executemany(sql + BY_KEY, [(*params, *key) for key in keys])
+            return
+        for chunk in key_chunks(keys):
+            self.db.execute(sql + IN_KEYS, [*params, json.dumps(chunk)])
 
     # -- recording --
 
@@ -142,8 +153,8 @@ class Ledger:
         """A transition replayed: queued again with a fresh payload, same id; the replay is counted."""
         self._write(
             f"update {self.write_table} set state = ?, payload = ?, reason = ?, replay_count = replay_count + 1, "
-            f"replayed_at = ?, last_error = null, unconfirmed = 0, retry_at = null where {BY_KEY}",
-            [(state, _text(payload), reason, now_text(), *key)], [key])
+            "replayed_at = ?, last_error = null, unconfirmed = 0, retry_at = null where ",
+            [state, _text(payload), reason, now_text()], [key])
 
     # -- held events --
 
@@ -172,11 +183,11 @@ class Ledger:
 
     def release(self, key: Key, payload: dict) -> None:
         """A held row whose identity is now known becomes pending."""
-        self._write(f"update {self.write_table} set state = ?, reason = null, payload = ? where {BY_KEY}",
-                    [(PENDING, encoded(payload), *key)], [key])
+        self._write(f"update {self.write_table} set state = ?, reason = null, payload = ? where ",
+                    [PENDING, encoded(payload)], [key])
 
     def hold(self, key: Key, reason: str) -> None:
-        self._write(f"update {self.write_table} set reason = ? where {BY_KEY}", [(reason, *key)], [key])
+        self._write(f"update {self.write_table} set reason = ? where ", [reason], [key])
 
     def mark_checked(self, keys: Sequence[Key]) -> None:
         self._update(keys, "checked_at = ?", [now_text()])
@@ -246,12 +257,7 @@ class Ledger:
     def _update(self, keys: Sequence[Key], assignments: str, params: list) -> None:
         # `or ignore`: no assignment here can break a constraint, and SQLite then keeps no statement journal
         # (a temporary file a megabyte long, written and deleted for every batch marked sent).
-        update = f"update or ignore {self.write_table} set {assignments} where "
-        if not self.json_each:  # an SQLite built without its JSON functions: a statement per row
-            self._write(update + BY_KEY, [(*params, *key) for key in dict.fromkeys(keys)], keys)
-            return
-        for chunk in key_chunks(list(dict.fromkeys(keys))):  # a key given twice: its row updated once
-            self._write(update + IN_KEYS, [(*params, json.dumps(chunk))], chunk)
+        self._write(f"update or ignore {self.write_table} set {assignments} where ", params, keys)
 
     # -- what `status` shows --
 

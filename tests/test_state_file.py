@@ -266,6 +266,18 @@ def test_without_room_to_rebuild_the_ledger_a_run_exits_2_before_writing_and_sta
     assert "idx_ledger_event" in _ledger_indexes(state_file)
 
 
+def test_free_space_that_cannot_be_read_does_not_refuse_the_rebuild(state_file, run, monkeypatch):
+    """What cannot be read is not refused: the migration itself still undoes what fails in it."""
+    as_made_before(state_file, "m008_ledger_in_recording_order")
+
+    def unreadable(path):  # type: ignore[no-untyped-def]
+        raise OSError("statvfs failed")
+
+    monkeypatch.setattr(state_module.shutil, "disk_usage", unreadable)
+    assert run("run")[0] == 0
+    assert "idx_ledger_event" in _ledger_indexes(state_file)
+
+
 def test_a_state_where_wal_cannot_be_set_exits_2(run, env, mocked, workspace, monkeypatch):
     """On a network file system SQLite keeps the old journal mode; seen here as an in-memory database does."""
     connect = sqlite3.connect

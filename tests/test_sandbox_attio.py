@@ -226,6 +226,34 @@ def test_default_limit_is_500_and_offsets_page_without_gaps(http):
         assert query(http, attio, {"offset": 1100}) == []
 
 
+@pytest.mark.parametrize("filter_", [None, {"stage": {"active_from": {"$gte": "2000-01-01T00:00:00.000000000Z"}}}])
+def test_a_walk_over_every_deal_pages_them_in_created_order_as_deals_come_move_and_go(http, filter_):
+    """A backfill's query (no filter) and one every deal matches: the pages hold every deal once, by
+    (created_at, record id), however deep."""
+    workspace = Workspace.generate(seed=2, deals=1100)
+    body = {"sorts": [{"direction": "asc", "attribute": "created_at"}], "limit": 70}
+    if filter_ is not None:
+        body["filter"] = filter_
+
+    def every_page() -> list[str]:
+        pages = [record_ids(query(http, attio, {**body, "offset": o})) for o in range(0, 1200, 70)]
+        return [record_id for page in pages for record_id in page]
+
+    def by_creation() -> list[str]:
+        return [d.record_id for d in sorted((workspace.deal(r) for r in workspace.deals.items),
+                                            key=lambda d: (d.created_at, d.record_id))]
+
+    with AttioSandbox(workspace, rate_limit=None) as attio:
+        assert every_page() == by_creation()
+        created = workspace.create_deal("Deal of today", "Lead")
+        assert every_page() == by_creation() and every_page()[-1] == created
+        workspace.move_deal(by_creation()[10], "Negotiation")
+        assert every_page() == by_creation()
+        gone = by_creation()[500]
+        workspace.delete_deal(gone)
+        assert every_page() == by_creation() and gone not in every_page()
+
+
 def test_sorts_order_rows_and_break_ties_by_record_id(attio, http, workspace):
     at = datetime.now(UTC) - timedelta(minutes=5)
     tied = sorted(workspace.create_deal(f"Tie {i}", "Lead", at=at) for i in range(4))
@@ -470,7 +498,7 @@ def test_admin_create_deal_and_transitions(attio, workspace):
 
 
 def test_changed_since_query_over_ten_thousand_deals_pages_the_right_deals(http):
-    """Speed is the benchmark's business (benchmarks/backfill.py); this checks the indexed path is right."""
+    """Speed is the benchmark's business (benchmarks/bench.py); this checks the indexed path is right."""
     workspace = Workspace.generate(seed=1, deals=10_000)
     times = sorted(current_stage_times(workspace).values())
     body = {

@@ -351,6 +351,12 @@ def run_query(collection: Collection, body: Any) -> list[Item]:
     default_order = all(
         spec.get("attribute") == "created_at" and spec.get("direction") == "asc" for spec in sorts
     )
+    every_item = not expression or (candidates is not None and exact and items.keys() <= candidates)
+    if default_order and every_item:
+        # No filter (a backfill's walk) or one every item matches: the page is a slice of the created order,
+        # not a walk over every item before it (about 30 ms at offset 49,500 of 50,000 deals), which would
+        # pass for Attio's latency: that is `--latency`'s.
+        return [items[item_id] for _, item_id in collection.by_created[offset: offset + limit]]
     # In the default order a page can stop early: that keeps deep full scans over 10k deals cheap.
     wanted = offset + limit if default_order else None
     matched: list[Item] = []

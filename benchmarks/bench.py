@@ -1,14 +1,17 @@
 """Benchmark: what a user feels, each measure in fresh processes (the sandbox in one, the CLI in another, so
 the sandbox's CPU is not counted as the CLI's). Not a test: it measures and prints one table per measure.
 
-    python benchmarks/bench.py                 # every measure (about 15 minutes on 2 cores)
+    python benchmarks/bench.py                 # every measure (about 40 minutes on 2 cores)
     python benchmarks/bench.py matrix          # backfill wall time ÷ the rate limit's floor, latency × ATTIO_MAX_RPS
     python benchmarks/bench.py throughput      # Attio answering instantly, no rate limit: transitions per second
     python benchmarks/bench.py status          # `status`, `status --json` and a `--dry-run` poll on a large ledger
     python benchmarks/bench.py memory          # the CLI's peak memory (VmHWM) as the workspace grows
     python benchmarks/bench.py --quick         # CI: small runs; fails only if request counts or batches change
 
-The floor of a backfill is the time the rate limit alone imposes: Attio requests ÷ ATTIO_MAX_RPS.
+The floor of a backfill is the time the rate limit alone imposes: Attio requests ÷ ATTIO_MAX_RPS. The matrix's
+backfills have a floor of about a minute (`--seconds 60`): what a run costs once whatever its length (the
+interpreter's start, the first and the last round trip, the last batch's commit and sends; 0.5–0.7 s at 300 ms)
+is then about 1% of it, as it is of any backfill of a few thousand deals or more. `--seconds 20` shows that cost.
 """
 
 from __future__ import annotations
@@ -322,7 +325,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--latencies", type=float, nargs="+", default=[0.02, 0.1, 0.3], help="seconds")
     parser.add_argument("--rps", type=float, nargs="+", default=[25, 50, 100], help="ATTIO_MAX_RPS values")
-    parser.add_argument("--seconds", type=float, default=20, help="matrix: deals = rps × this (default 20)")
+    parser.add_argument("--seconds", type=float, default=60,
+                        help="matrix: deals = rps × this (default 60: a floor of about a minute)")
     parser.add_argument("--throughput-deals", type=int, nargs="+", default=[12_000])
     parser.add_argument("--ledger-rows", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--memory-deals", type=int, nargs="+", default=[1_000, 10_000, 50_000])

@@ -1,7 +1,7 @@
 """Benchmark: what a user feels, each measure in fresh processes (the sandbox in one, the CLI in another, so
 the sandbox's CPU is not counted as the CLI's). Not a test: it measures and prints one table per measure.
 
-    python benchmarks/bench.py                 # every measure (about 40 minutes on 2 cores)
+    python benchmarks/bench.py                 # every measure (about 35 minutes on 2 cores)
     python benchmarks/bench.py matrix          # backfill wall time ÷ the rate limit's floor, latency × ATTIO_MAX_RPS
     python benchmarks/bench.py throughput      # Attio answering instantly, no rate limit: transitions per second
     python benchmarks/bench.py status          # `status`, `status --json` and a `--dry-run` poll on a large ledger
@@ -12,6 +12,7 @@ The floor of a backfill is the time the rate limit alone imposes: Attio requests
 backfills have a floor of about a minute (`--seconds 60`): what a run costs once whatever its length (the
 interpreter's start, the first and the last round trip, the last batch's commit and sends; 0.5–0.7 s at 300 ms)
 is then about 1% of it, as it is of any backfill of a few thousand deals or more. `--seconds 20` shows that cost.
+(At its end a backfill also waits a round trip per 6 pages of its deal list beyond 6: the README's Performance.)
 """
 
 from __future__ import annotations

@@ -159,9 +159,14 @@ def one_ahead(batches: Iterator[B], work: Callable[[B], R], in_hand: Callable[[]
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def known_event_ids(ledger: Ledger, found: Sequence[Found]) -> set[str]:
+    """The event ids of these transitions that the ledger has already (found by deal and event id)."""
+    return ledger.known_ids([(t.deal.key, t.event_id) for t, _, _ in found])
+
+
 def record_new(ledger: Ledger, found: Sequence[Found], origin: str) -> Counts:
     """Add the transitions the ledger does not have yet (call inside the batch's transaction)."""
-    known = ledger.known_ids([(t.deal.key, t.event_id) for t, _, _ in found])
+    known = known_event_ids(ledger, found)
     # By event id: a deal read twice in one batch (a repeat the scan forgot) gives its transitions twice.
     rows = list({t.event_id: ledger_row(t, event, origin, reason)
                  for t, event, reason in found if t.event_id not in known}.values())

@@ -8,11 +8,11 @@ from datetime import datetime
 from sync.errors import AttioError
 from sync.events import EventSettings
 from sync.models import Counts, Current, StageValue, Transition
-from sync.recording import events_for, ledger_row
+from sync.recording import events_for, known_event_ids, ledger_row
 from sync.resolve import Resolver
 from sync.source import DealSource, Unread
 from sync.state import State
-from sync.state.ledger import HELD
+from sync.state.ledger import HELD, row_key
 from sync.transitions import in_range
 
 log = logging.getLogger(__name__)
@@ -40,13 +40,13 @@ def replay(state: State, source: DealSource, resolver: Resolver, settings: Event
         return in_range(transitions, since, None)
 
     found = events_for(pairs, select, source, resolver, settings)
-    known = state.ledger.known_ids([(t.deal.key, t.event_id) for t, _, _ in found])
+    known = known_event_ids(state.ledger, found)
     held = 0
     with state.atomic():
         for transition, event, reason in found:
             row = ledger_row(transition, event, "replay", reason)
             if transition.event_id in known:
-                state.ledger.requeue_for_replay((transition.deal.key, transition.event_id), event, row["state"], reason)
+                state.ledger.requeue_for_replay(row_key(row), event, row["state"], reason)
             else:
                 state.ledger.add([row])
             held += row["state"] == HELD

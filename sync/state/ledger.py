@@ -25,11 +25,6 @@ IN_KEYS = ("(deal_key, event_id) in (select json_extract(value, '$[0]'), json_ex
 KEYS_PER_STATEMENT = 500
 
 
-def key_chunks(keys: Sequence[Key]) -> Iterator[list[Key]]:
-    for start in range(0, len(keys), KEYS_PER_STATEMENT):
-        yield list(keys[start:start + KEYS_PER_STATEMENT])
-
-
 def row_key(row: Mapping) -> Key:
     """The key of a ledger row (or of anything with a `deal_key` and an `event_id`)."""
     return row["deal_key"], row["event_id"]
@@ -123,8 +118,8 @@ class Ledger:
         if not self.json_each:
             self.db.conn.executemany(sql + BY_KEY, [(*params, *key) for key in keys])
             return
-        for chunk in key_chunks(keys):
-            self.db.execute(sql + IN_KEYS, [*params, json.dumps(chunk)])
+        for start in range(0, len(keys), KEYS_PER_STATEMENT):
+            self.db.execute(sql + IN_KEYS, [*params, json.dumps(keys[start:start + KEYS_PER_STATEMENT])])
 
     # -- recording --
 

@@ -1,11 +1,12 @@
 """Benchmark: what a user feels, each measure in fresh processes (the sandbox in one, the CLI in another, so
 the sandbox's CPU is not counted as the CLI's). Not a test: it measures and prints one table per measure.
 
-    python benchmarks/bench.py                 # every measure (about 35 minutes on 2 cores)
+    python benchmarks/bench.py                 # every measure (about 37 minutes on 2 cores)
     python benchmarks/bench.py matrix          # backfill wall time ÷ the rate limit's floor, latency × ATTIO_MAX_RPS
     python benchmarks/bench.py throughput      # Attio answering instantly, no rate limit: transitions per second
     python benchmarks/bench.py status          # `status`, `status --json` and a `--dry-run` poll on a large ledger
     python benchmarks/bench.py memory          # the CLI's peak memory (VmHWM) as the workspace grows
+    python benchmarks/bench.py polls           # Attio requests of the polls after a backfill, as the workspace grows
     python benchmarks/bench.py --quick         # CI: small runs; fails only if request counts or batches change
 
 The floor of a backfill is the time the rate limit alone imposes: Attio requests ÷ ATTIO_MAX_RPS. The matrix's
@@ -47,6 +48,13 @@ def _get_json(url: str) -> dict:
         return json.load(answer)
 
 
+def _post_json(url: str, body: dict, token: str | None = None) -> dict:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.load(answer)
+
+
 @dataclass
 class Sandbox:
     """`python -m sync.sandbox serve` in its own process."""
@@ -76,6 +84,18 @@ class Sandbox:
         collector = self.coordinates["usermaven_events_url"].split("/api/")[0]
         usermaven = _get_json(collector + "/_sandbox/stats")
         return {"attio": attio, "usermaven": usermaven}
+
+    def move(self, count: int, stage: str) -> None:
+        """Move the first `count` deals (oldest created first) to `stage`, as a user in Attio would."""
+        url, token = self.coordinates["attio_url"], self.coordinates["attio_token"]
+        ids: list[str] = []
+        while len(ids) < count:
+            page = _post_json(f"{url}/v2/objects/deals/records/query", {"limit": 500, "offset": len(ids)}, token)
+            ids += [row["id"]["record_id"] for row in page["data"]]
+            if len(page["data"]) < 500:
+                break
+        for record_id in ids[:count]:
+            _post_json(f"{url}/_sandbox/move", {"record_id": record_id, "stage": stage})
 
     def env(self, state: Path, **settings: str) -> dict[str, str]:
         c = self.coordinates
@@ -285,8 +305,90 @@ def memory(args: argparse.Namespace) -> list[dict]:
     return results
 
 
+def after_backfill(deals: int, moves: int, tree: Path = ROOT) -> dict:
+    """A backfill (Attio at once, no rate limit), then two polls: one that finds nothing new, and one after
+    `moves` deals moved. For each poll, the Attio requests by kind and the queries by object (deals, people,
+    companies), counted by the sandbox; and the deals whose events the backfill left held."""
+    with Sandbox(deals) as sandbox, tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "sync.db"
+        env = {**sandbox.env(path, ATTIO_MAX_RPS="100"), "BENCH_NO_RATE_LIMIT": "1"}
+        runs = [run_cli(["run", "--backfill", "--since", "2020-01-01", "-q"], env, tree)]
+        with sqlite3.connect(path) as db:
+            held = db.execute("select count(distinct record_id) from ledger where state = 'held'").fetchone()[0]
+        before = sandbox.stats()
+        runs.append(run_cli(["run", "-q"], env, tree))
+        idle = sandbox.stats()
+        sandbox.move(moves, "Negotiation")
+        moved_at = sandbox.stats()
+        runs.append(run_cli(["run", "-q"], env, tree))
+        moved = sandbox.stats()
+    polls = {}
+    for name, (start, end), run in (("idle", (before, idle), runs[1]), ("moved", (moved_at, moved), runs[2])):
+        a, b = start["attio"], end["attio"]
+        polls[name] = {"attio_requests": b["requests"] - a["requests"], "by_kind": _since(b["by_kind"], a["by_kind"]),
+                       "queries": _since(b["queries"], a["queries"]),
+                       "events": end["usermaven"]["events"] - start["usermaven"]["events"], "wall": run.wall}
+    return {"deals": deals, "moves": moves, "held_deals": held, "exits": [r.exit for r in runs],
+            "stderr": [r.stderr for r in runs if r.exit], **polls}
+
+
+def _since(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    """The counts that grew between two snapshots, by how much."""
+    return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+
+
+def _queries(poll: dict) -> str:
+    return "/".join(str(poll["queries"].get(k, 0)) for k in ("deals", "people", "companies"))
+
+
+def polls(args: argparse.Namespace) -> list[dict]:
+    """The polls after a backfill: what a poll asks Attio, as the workspace (and the held events a backfill
+    leaves) grows. Re-checking held events is bounded per poll; people and companies are looked up once each."""
+    header(f"polls after a backfill: Attio requests per poll (a poll with nothing new; one after {args.poll_moves} "
+           "deals moved)",
+           f"{'tree':<8} {'deals':>6} {'held deals':>10} {'idle: req':>9} {'deals/people/companies q':>24} "
+           f"{'moved: req':>10} {'histories':>9} {'deals/people/companies q':>24} {'events':>6}")
+    results = []
+    for deals, (label, tree) in itertools.product(args.poll_deals, TREES):
+        r = after_backfill(deals, args.poll_moves, tree)
+        r["tree"] = label
+        idle, moved = r["idle"], r["moved"]
+        print(f"{label:<8} {deals:>6} {r['held_deals']:>10} {idle['attio_requests']:>9} {_queries(idle):>24} "
+              f"{moved['attio_requests']:>10} {moved['by_kind'].get('record_values', 0):>9} {_queries(moved):>24} "
+              f"{moved['events']:>6}", flush=True)
+        if any(r["exits"]):
+            print(f"  the CLI exited {r['exits']}: {r['stderr']}", flush=True)
+        results.append(r)
+    return results
+
+
+def sandbox_latency(latencies: Sequence[float] = (0.0, 0.02), requests: int = 50) -> dict[str, float]:
+    """What one request to the sandbox takes, the median of `requests` over one kept-alive connection (as the CLI's
+    pool sends them), with no latency added and with each of `latencies`: the latency the sandbox claims, plus well
+    under a millisecond. (An answer written in two pieces without TCP_NODELAY would add Nagle's and delayed ACK's
+    40 ms to every request.) Printed, never checked: it is a time."""
+    import urllib3
+
+    medians = {}
+    for latency in latencies:
+        with Sandbox(20, latency, 0) as sandbox:
+            url, token = sandbox.coordinates["attio_url"], sandbox.coordinates["attio_token"]
+            pool = urllib3.PoolManager(retries=False)
+            times = []
+            for _ in range(requests):
+                began = time.perf_counter()
+                pool.request("GET", f"{url}/v2/self", headers={"Authorization": f"Bearer {token}"})
+                times.append(time.perf_counter() - began)
+            pool.clear()
+        medians[f"{latency * 1000:g} ms"] = statistics.median(times) * 1000
+    print("the sandbox's answer to one request, median of "
+          f"{requests}: " + ", ".join(f"{v:.1f} ms with {k} added" for k, v in medians.items()), flush=True)
+    return medians
+
+
 def quick(args: argparse.Namespace) -> int:
     """Small runs whose request counts and Usermaven batches must not change (times are printed, not checked)."""
+    sandbox_latency()
     observed = {}
     for name, latency in (("instant", 0.0), ("latency-20ms", 0.02)):
         # No limit on the sandbox's side: a 429 (timing, not a change) would add a request to the counts.
@@ -295,6 +397,12 @@ def quick(args: argparse.Namespace) -> int:
                                             "transitions", "exit")}
         print(f"{name}: wall {r['wall']:.1f} s, floor {r['floor']:.1f} s, CLI CPU {r['cpu']:.1f} s, "
               f"peak {r['hwm_mb']:.0f} MB, {r['rate_limited']} 429s, {json.dumps(observed[name])}", flush=True)
+    # More deals than a poll re-checks for held events (400): the bound shows in the idle poll's requests.
+    r = after_backfill(2500, 100)
+    observed["polls"] = {"held_deals": r["held_deals"], "exits": r["exits"],
+                         **{name: {k: r[name][k] for k in ("attio_requests", "by_kind", "queries", "events")}
+                            for name in ("idle", "moved")}}
+    print(f"polls: {json.dumps(observed['polls'])}", flush=True)
     with tempfile.TemporaryDirectory() as folder, Sandbox(20) as sandbox:
         path = Path(folder) / "sync.db"
         build_ledger(path, 5000)
@@ -319,7 +427,7 @@ def quick(args: argparse.Namespace) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("measures", nargs="*", choices=["matrix", "throughput", "status", "memory", []],
+    parser.add_argument("measures", nargs="*", choices=["matrix", "throughput", "status", "memory", "polls", []],
                         help="which measures (default: all)")
     parser.add_argument("--quick", action="store_true", help="CI mode: small runs, check counts, not times")
     parser.add_argument("--record", action="store_true", help="with --quick: record the expected counts")
@@ -331,6 +439,8 @@ def main() -> int:
     parser.add_argument("--throughput-deals", type=int, nargs="+", default=[12_000])
     parser.add_argument("--ledger-rows", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--memory-deals", type=int, nargs="+", default=[1_000, 10_000, 50_000])
+    parser.add_argument("--poll-deals", type=int, nargs="+", default=[1_000, 10_000, 50_000])
+    parser.add_argument("--poll-moves", type=int, default=500, help="polls: deals moved before the second poll")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--against", type=Path, help="another checkout (say, main) to run interleaved, as `before`")
     args = parser.parse_args()
@@ -342,8 +452,9 @@ def main() -> int:
         compile_tree(tree)
     if args.quick:
         return quick(args)
-    measures = {"matrix": matrix, "throughput": throughput, "status": status, "memory": memory}
-    results = {name: measures[name](args) for name in (args.measures or measures)}
+    measures = {"matrix": matrix, "throughput": throughput, "status": status, "memory": memory, "polls": polls}
+    results: dict[str, object] = {"sandbox_latency_ms": sandbox_latency()}
+    results.update({name: measures[name](args) for name in (args.measures or measures)})
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
     return 0

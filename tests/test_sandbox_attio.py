@@ -455,13 +455,16 @@ def test_stats_count_requests_by_kind_but_not_admin_calls(attio, http):
     http.get(f"{attio.url}/v2/self")
     http.post(f"{attio.url}/v2/objects/deals/records/query", json={})
     http.post(f"{attio.url}/v2/objects/deals/records/query", json={})
+    http.post(f"{attio.url}/v2/objects/people/records/query", json={})
     requests.get(f"{attio.url}/_sandbox/stats")
     stats = attio.stats
-    assert stats["requests"] == 3
-    assert stats["by_kind"] == {"self": 1, "records_query": 2}
+    assert stats["requests"] == 4
+    assert stats["by_kind"] == {"self": 1, "records_query": 3}
+    assert stats["queries"] == {"deals": 2, "people": 1}
     assert requests.get(f"{attio.url}/_sandbox/stats").json() == stats
     attio.reset_stats()
     assert attio.stats["requests"] == 0
+    assert attio.stats["queries"] == {}
 
 
 def test_admin_move_changes_a_deal_or_entry_stage(attio, http, workspace):

@@ -129,6 +129,7 @@ class AttioSandbox(LoopbackServer):
         with self._stats_lock:
             self._requests = 0
             self._by_kind: collections.Counter[str] = collections.Counter()
+            self._queries: collections.Counter[str] = collections.Counter()
             self._rate_limited = 0
             self._faults_injected = 0
             self._unauthorized = 0
@@ -136,12 +137,14 @@ class AttioSandbox(LoopbackServer):
 
     @property
     def stats(self) -> dict[str, Any]:
-        """A snapshot: ``requests``, ``by_kind`` (endpoint kind -> count), ``rate_limited``, ``faults``,
-        ``unauthorized``. Admin requests are not counted."""
+        """A snapshot: ``requests``, ``by_kind`` (endpoint kind -> count), ``queries`` (records and entries
+        queries by object or list slug, as in the path), ``rate_limited``, ``faults``, ``unauthorized``. Admin
+        requests are not counted."""
         with self._stats_lock:
             return {
                 "requests": self._requests,
                 "by_kind": dict(self._by_kind),
+                "queries": dict(self._queries),
                 "rate_limited": self._rate_limited,
                 "faults": self._faults_injected,
                 "unauthorized": self._unauthorized,
@@ -168,6 +171,8 @@ class AttioSandbox(LoopbackServer):
         with self._stats_lock:
             self._requests += 1
             self._by_kind[kind] += 1
+            if kind in ("records_query", "entries_query"):
+                self._queries[params["identifier"]] += 1
         limited = self._rate_limited_reply()
         if limited is not None:
             return limited

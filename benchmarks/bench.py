@@ -32,9 +32,12 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+import urllib3
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, str(ROOT / "benchmarks" / "_cli.py")]
@@ -313,7 +316,7 @@ def after_backfill(deals: int, moves: int, tree: Path = ROOT) -> dict:
         path = Path(folder) / "sync.db"
         env = {**sandbox.env(path, ATTIO_MAX_RPS="100"), "BENCH_NO_RATE_LIMIT": "1"}
         runs = [run_cli(["run", "--backfill", "--since", "2020-01-01", "-q"], env, tree)]
-        with sqlite3.connect(path) as db:
+        with closing(sqlite3.connect(path)) as db:
             held = db.execute("select count(distinct record_id) from ledger where state = 'held'").fetchone()[0]
         before = sandbox.stats()
         runs.append(run_cli(["run", "-q"], env, tree))
@@ -367,8 +370,6 @@ def sandbox_latency(latencies: Sequence[float] = (0.0, 0.02), requests: int = 50
     pool sends them), with no latency added and with each of `latencies`: the latency the sandbox claims, plus well
     under a millisecond. (An answer written in two pieces without TCP_NODELAY would add Nagle's and delayed ACK's
     40 ms to every request.) Printed, never checked: it is a time."""
-    import urllib3
-
     medians = {}
     for latency in latencies:
         with Sandbox(20, latency, 0) as sandbox:
@@ -397,7 +398,7 @@ def quick(args: argparse.Namespace) -> int:
                                             "transitions", "exit")}
         print(f"{name}: wall {r['wall']:.1f} s, floor {r['floor']:.1f} s, CLI CPU {r['cpu']:.1f} s, "
               f"peak {r['hwm_mb']:.0f} MB, {r['rate_limited']} 429s, {json.dumps(observed[name])}", flush=True)
-    # More deals than a poll re-checks for held events (400): the bound shows in the idle poll's requests.
+    # More held deals than a poll re-checks (400): the bound shows in the idle poll's requests.
     r = after_backfill(2500, 100)
     observed["polls"] = {"held_deals": r["held_deals"], "exits": r["exits"],
                          **{name: {k: r[name][k] for k in ("attio_requests", "by_kind", "queries", "events")}

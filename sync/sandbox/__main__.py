@@ -57,11 +57,12 @@ def cli_environment(attio: AttioSandbox, usermaven: UsermavenCollector) -> dict[
 
 def serve_without_pauses() -> None:
     """Turn Python's cycle collector off for the rest of this process. A full collection walks every object the
-    process holds: the generated workspace, and every event the collector keeps. At 10,000-20,000 deals it stopped
-    both servers for 0.3-0.5 s while a backfill ran; the requests that arrived meanwhile were then answered in a
-    burst and counted in one second, and at 300 ms and 100 rps a 20,000-deal backfill got two 429s it had not
-    earned. Real Attio does not stop so. Serving makes no cyclic garbage to speak of (the 252 collections made
-    while a 10,000-deal backfill ran found none), so nothing is left to grow."""
+    process holds: the generated workspace, and every event the collector keeps. While a backfill ran it stopped
+    both servers for 0.29 s at 10,000 deals and 0.53 s at 20,000 (probes of 2026-11-29, benchmarks/LOG.md); the
+    requests that arrived meanwhile were then answered in a burst and counted in one second (a 20,000-deal
+    backfill at 300 ms and 100 rps got two 429s), which real Attio does not do. Serving a backfill makes no cyclic
+    garbage (the 252 collections made while a 10,000-deal one ran freed nothing); faults and error replies were
+    not measured. What the collector keeps grows as before: every event it accepted."""
     gc.disable()
 
 

@@ -11,8 +11,8 @@ the sandbox's CPU is not counted as the CLI's). Not a test: it measures and prin
 
 The floor of a backfill is the time the rate limit alone imposes: Attio requests ÷ ATTIO_MAX_RPS. The matrix's
 backfills have a floor of about a minute (`--seconds 60`): what a run costs once whatever its length (the
-interpreter's start, the first and the last round trip, the last batch's commit and sends; 0.5–0.7 s at 300 ms)
-is then about 1% of it, as it is of any backfill of a few thousand deals or more. `--seconds 20` shows that cost.
+interpreter's start, the first and the last round trip, the last batch's commit and sends; 0.5–0.9 s at 300 ms)
+is then 1–1.5% of it, as it is of any backfill of a few thousand deals or more. `--seconds 20` shows that cost.
 (At its end a backfill also waits a round trip per 6 pages of its deal list beyond 6: the README's Performance.)
 """
 
@@ -44,6 +44,8 @@ CLI = [sys.executable, str(ROOT / "benchmarks" / "_cli.py")]
 # (label, source tree of the CLI): `--against PATH` adds another checkout, run interleaved with this one.
 TREES: list[tuple[str, Path]] = [("this", ROOT)]
 EXPECTED = ROOT / "benchmarks" / "quick_expected.json"
+# The backfill every measure runs: two years and more of every deal's history.
+BACKFILL = ["run", "--backfill", "--since", "2020-01-01", "-q"]
 
 
 def _get_json(url: str) -> dict:
@@ -151,7 +153,7 @@ def backfill(deals: int, latency: float, max_rps: float, server_limit: int, sett
         env = sandbox.env(Path(folder) / "sync.db", ATTIO_MAX_RPS=str(max_rps), **(settings or {}))
         if unlimited:
             env["BENCH_NO_RATE_LIMIT"] = "1"
-        run = run_cli(["run", "--backfill", "--since", "2020-01-01", "-q"], env, tree)
+        run = run_cli(BACKFILL, env, tree)
         stats = sandbox.stats()
         transitions = sqlite3.connect(Path(folder) / "sync.db").execute("select count(*) from ledger").fetchone()[0]
     attio = stats["attio"]
@@ -315,7 +317,7 @@ def after_backfill(deals: int, moves: int, tree: Path = ROOT) -> dict:
     with Sandbox(deals) as sandbox, tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "sync.db"
         env = {**sandbox.env(path, ATTIO_MAX_RPS="100"), "BENCH_NO_RATE_LIMIT": "1"}
-        runs = [run_cli(["run", "--backfill", "--since", "2020-01-01", "-q"], env, tree)]
+        runs = [run_cli(BACKFILL, env, tree)]
         with closing(sqlite3.connect(path)) as db:
             held = db.execute("select count(distinct record_id) from ledger where state = 'held'").fetchone()[0]
         before = sandbox.stats()
@@ -346,7 +348,8 @@ def _queries(poll: dict) -> str:
 
 def polls(args: argparse.Namespace) -> list[dict]:
     """The polls after a backfill: what a poll asks Attio, as the workspace (and the held events a backfill
-    leaves) grows. Re-checking held events is bounded per poll; people and companies are looked up once each."""
+    leaves) grows. Re-checking held events is bounded per poll (400 deals); the other people and companies a poll
+    needs are looked up once each."""
     header(f"polls after a backfill: Attio requests per poll (a poll with nothing new; one after {args.poll_moves} "
            "deals moved)",
            f"{'tree':<8} {'deals':>6} {'held deals':>10} {'idle: req':>9} {'deals/people/companies q':>24} "

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 UNAVAILABLE_AFTER = 5
 # Histories read ahead of the deal at work: this many seconds of requests at the rate limit (300 deals at 100
 # rps). A backfill takes them in batches of 100 and builds a batch's events while it commits the one before only
-# when the next batch is read already: with a window of one batch (1 s at 100 rps) it never is, and it held 3-4
+# when the next batch is read already: with a window of one batch (1 s at 100 rps) it never is, and it held 3-5
 # MB less but was slower with Attio answering at once (benchmarks/LOG.md, 2026-11-29).
 READ_AHEAD_SECONDS = 3.0
 # Deal keys a scan remembers to drop the repeats of overlapping pages: the last four pages' worth. A repeat comes

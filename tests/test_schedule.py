@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -105,8 +106,14 @@ def test_a_failure_while_waiting_stops_the_scheduler_and_gives_the_handlers_back
 
     monkeypatch.setattr(scheduler.BackgroundScheduler, "start", recorded)
     monkeypatch.setattr(scheduler.time, "sleep", failing_sleep)
+    before = set(threading.enumerate())
     with pytest.raises(RuntimeError, match="loop failed"):
         scheduler.run_every(3600, lambda: 0)
     assert len(started) == 1 and not started[0].running
+    # The poll that started with the scheduler ends on its own (the scheduler was shut down without waiting for
+    # it): wait for its thread, so that it does not log after this test.
+    for thread in set(threading.enumerate()) - before:
+        thread.join(10)
+        assert not thread.is_alive(), f"{thread.name} still runs"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -13,7 +13,7 @@ The floor of a backfill is the time the rate limit alone imposes: Attio requests
 backfills have a floor of about a minute (`--seconds 60`): what a run costs once whatever its length (the
 interpreter's start, the first and the last round trip, the last batch's commit and sends; 0.5–0.9 s at 300 ms)
 is then 1–1.5% of it, and less of a longer backfill (a minute is 1,500 deals at 25 rps, 6,000 at 100); `--seconds
-20` shows that cost on a third of the floor (3–4.5% of it).
+20` shows that cost on a third of the floor (2.5–4.5% of it).
 (At its end a backfill also waits a round trip per 6 pages of its deal list beyond 6: the README's Performance.)
 """
 

@@ -45,7 +45,9 @@ UNAVAILABLE_AFTER = 5
 # Histories read ahead of the deal at work: this many seconds of requests at the rate limit (300 deals at 100
 # rps). A backfill takes them in batches of 100 and builds a batch's events while it commits the one before only
 # when the next batch is read already: with a window of one batch (1 s at 100 rps) it never is, and it held 3-5
-# MB less but was slower with Attio answering at once (benchmarks/LOG.md, 2026-11-29).
+# MB less but was about 5% slower at 50,000 deals with Attio answering at once (no different at 10,000;
+# benchmarks/LOG.md, 2026-11-29). At 25 rps the window is 2 x ATTIO_CONCURRENCY (96): the rate limit sets the
+# pace there, and the next batch is seldom read before it is wanted.
 READ_AHEAD_SECONDS = 3.0
 # Deal keys a scan remembers to drop the repeats of overlapping pages: the last four pages' worth. A repeat comes
 # from the page before (the overlap) or, after deletions, from as far back as the query stepped back; only a step

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ipaddress
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlparse
 
 from sync.clock import MIN_OVERLAP_SECONDS
 from sync.errors import ConfigError
@@ -48,7 +48,7 @@ NAMES = {s.name for s in SETTINGS}
 
 @dataclass(frozen=True)
 class Config:
-    attio_api_key: str
+    attio_api_key: str = field(repr=False)
     attio_base_url: str
     attio_object: str
     attio_stage_attribute: str
@@ -57,8 +57,8 @@ class Config:
     attio_event_attributes: tuple[str, ...]
     attio_max_rps: float
     attio_concurrency: int
-    usermaven_api_key: str
-    usermaven_server_token: str
+    usermaven_api_key: str = field(repr=False)
+    usermaven_server_token: str = field(repr=False)
     usermaven_events_url: str
     usermaven_site_url: str
     usermaven_event_type: str
@@ -66,7 +66,7 @@ class Config:
     state_db: Path
     overlap_seconds: int
     http_timeout: float
-    healthcheck_url: str | None = None
+    healthcheck_url: str | None = field(default=None, repr=False)
     config_file: Path | None = None  # the --config file these settings came from, if any
 
     @property
@@ -74,12 +74,13 @@ class Config:
         """Values that must never appear in output, logs, errors or the database."""
         parts = (self.usermaven_api_key, self.usermaven_server_token)
         token = ".".join(parts) if all(parts) else ""
-        # The healthcheck URL carries the monitor's key in its path (anyone holding it can ping), and a
-        # request log shows the path alone.
+        # The healthcheck URL carries the monitor's key in its path (anyone holding it can ping) or in its query
+        # (`?auth_key=`), and a request log shows the path and query without the host.
         ping = urlparse(self.healthcheck_url or "")
         ping_path = ping.path.strip("/")
+        ping_query = [value for _, value in parse_qsl(ping.query, keep_blank_values=True)]
         return [s for s in (token, self.attio_api_key, *parts, self.healthcheck_url,
-                            ping_path if len(ping_path) > 1 else "", ping.password) if s]
+                            ping_path if len(ping_path) > 1 else "", ping.password, ping.query, *ping_query) if s]
 
 
 def _read_file(path: Path, problems: list[str]) -> dict[str, str | dict[str, str]]:

@@ -10,7 +10,7 @@ A ping that fails is logged once and never changes the run's outcome.
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import urllib3
 
@@ -48,7 +48,7 @@ class Healthcheck:
     def start(self) -> bool:
         if is_cronitor(self.url):
             return self._ping(self._cronitor({"state": "run"}))
-        return self._ping(f"{self.url}/start?{urlencode({'rid': self.run_id})}")
+        return self._ping(self._healthchecks("start"))
 
     def finish(self, exit_code: int, message: str = "") -> bool:
         """Success when `exit_code` is 0, failure with the code otherwise; `message` (redacted, trimmed)
@@ -59,7 +59,13 @@ class Healthcheck:
             if message:
                 params["message"] = message
             return self._ping(self._cronitor(params))
-        return self._ping(f"{self.url}/{exit_code}?{urlencode({'rid': self.run_id})}", body=message)
+        return self._ping(self._healthchecks(str(exit_code)), body=message)
+
+    def _healthchecks(self, suffix: str) -> str:
+        """`URL/<suffix>?rid=<run id>`: the suffix ends the path, before any query the URL has, which is kept."""
+        parts = urlsplit(self.url)
+        query = "&".join(q for q in (parts.query, urlencode({"rid": self.run_id})) if q)
+        return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{suffix}", query=query))
 
     def _cronitor(self, params: dict[str, str]) -> str:
         joiner = "&" if urlsplit(self.url).query else "?"

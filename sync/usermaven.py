@@ -90,9 +90,11 @@ def _message(response: urllib3.BaseHTTPResponse, redact: Redactor) -> str:
         body = json.loads(text)
     except ValueError:
         return text[:200] or response.reason or "no message"
+    # Masked again once decoded: JSON may write a secret with escapes (`\/`, `\u0075`) that the mask above
+    # does not match.
     if isinstance(body, dict):
-        return str(body.get("message") or body.get("error") or body)[:500]
-    return str(body)[:200]
+        return redact(str(body.get("message") or body.get("error") or body))[:500]
+    return redact(str(body))[:200]
 
 
 def batches(events: Sequence[object], max_events: int = BATCH_EVENTS, max_bytes: int = BATCH_BYTES,

@@ -326,6 +326,19 @@ def test_the_redactor_masks_real_secrets_and_leaves_empty_or_short_values_alone(
     assert redact(f"Bearer {SECRETS['ATTIO_API_KEY']}") == "Bearer ***"
 
 
+def test_the_settings_repr_shows_no_secret():
+    """Nothing prints the settings today; should a log line or a traceback ever show them, the keys, the token and
+    the healthcheck URL are not in their repr (found by a review)."""
+    from sync.config import load_config
+
+    ping = "https://hc-ping.example/5f3b2c1a-0d9e-4c1b-9a77-1f2e3d4c5b6a"
+    config = load_config({**SECRETS, "USERMAVEN_SITE_URL": "https://acme.example", "SYNC_HEALTHCHECK_URL": ping})
+    shown = repr(config)
+    assert "attio_base_url=" in shown and "usermaven_events_url=" in shown
+    for secret in (*SECRETS.values(), ping, "5f3b2c1a"):
+        assert secret not in shown
+
+
 def answer_once(attio, monkeypatch, path: str, body: object) -> None:
     """The next answer to a request for `path` is a 200 with `body`, whatever Attio would have said."""
     answer, left = attio.dispatch, [1]

@@ -264,6 +264,19 @@ def test_an_answer_echoing_a_secret_is_masked_before_it_is_cut(collector):
         assert not any(secret[:6] in message for secret in (collector.api_key, collector.server_token)), message
 
 
+def test_a_secret_written_with_json_escapes_in_an_answer_is_masked_once_decoded(collector, monkeypatch):
+    """A JSON answer may write the echoed key with escapes (here its first letter as a \\u escape), which the
+    mask of the raw text does not match; the decoded message is masked again (found by a review)."""
+    key = collector.api_key
+    escaped = f"\\u{ord(key[0]):04x}{key[1:]}"
+    body = ('{"message": "bad token ' + escaped + '"}').encode()
+    monkeypatch.setattr(collector, "dispatch", lambda request: Reply(502, body))
+    with pytest.raises(UsermavenUnavailable) as raised:
+        _client(collector).send([EVENT])
+    message = str(raised.value)
+    assert "bad token ***" in message and key not in message and key[1:] not in message, message
+
+
 # ---- an event Usermaven keeps failing on: it holds back no other, and its resends are bounded ----
 
 

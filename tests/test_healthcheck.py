@@ -148,6 +148,18 @@ def test_runs_ping_start_and_their_exit_code_and_never_show_the_url(sandbox, mon
         assert CHECK not in result.stderr
 
 
+def test_a_key_in_the_ping_urls_query_never_reaches_a_verbose_log(sandbox, monitor):
+    """Cronitor's older URLs carry the key in the query (`?auth_key=`): urllib3's request lines under -v show the
+    path and the query, so the query's values are secrets too (found by a review)."""
+    key = "cronitor-auth-key-98765"
+    result = sandbox.cli("run", "-v", SYNC_HEALTHCHECK_URL=f"{monitor.url}/{CHECK}?auth_key={key}")
+    assert result.returncode == 0, result.stderr
+    assert [(path, query["auth_key"]) for _, path, query, _ in monitor.pings] == [
+        (f"/{CHECK}/start", [key]), (f"/{CHECK}/0", [key])]  # the pings carried it, after their path
+    assert "GET /***" in result.stderr  # urllib3's line for the start ping is in the log, masked
+    assert key not in result.stderr and key not in result.stdout and CHECK not in result.stderr
+
+
 def test_a_monitor_that_is_down_does_not_fail_the_run(sandbox):
     result = sandbox.cli("run", SYNC_HEALTHCHECK_URL=f"http://127.0.0.1:{_closed_port()}/{CHECK}")
     assert result.returncode == 0, result.stderr

@@ -149,8 +149,8 @@ def test_runs_ping_start_and_their_exit_code_and_never_show_the_url(sandbox, mon
 
 
 def test_a_key_in_the_ping_urls_query_never_reaches_a_verbose_log(sandbox, monitor):
-    """Cronitor's older URLs carry the key in the query (`?auth_key=`): urllib3's request lines under -v show the
-    path and the query, so the query's values are secrets too (found by a review)."""
+    """A ping URL may carry its key in the query (`?auth_key=`): urllib3's request lines under -v show the path and
+    the query, so the query's values are secrets too (found by a review)."""
     key = "cronitor-auth-key-98765"
     result = sandbox.cli("run", "-v", SYNC_HEALTHCHECK_URL=f"{monitor.url}/{CHECK}?auth_key={key}")
     assert result.returncode == 0, result.stderr
@@ -158,6 +158,25 @@ def test_a_key_in_the_ping_urls_query_never_reaches_a_verbose_log(sandbox, monit
         (f"/{CHECK}/start", [key]), (f"/{CHECK}/0", [key])]  # the pings carried it, after their path
     assert "GET /***" in result.stderr  # urllib3's line for the start ping is in the log, masked
     assert key not in result.stderr and key not in result.stdout and CHECK not in result.stderr
+
+
+@pytest.mark.parametrize("written, logged", [
+    ("abc%2fdef12", "abc%2Fdef12"),  # urllib3 writes the escapes it finds in capitals
+    ("ab%7ecd1234", "ab%7Ecd1234"),
+    ("abc%2fdef12", "abc/def12"),  # decoded, in a message of its own
+    ("plain-key-5678", "plain-key-5678"),
+])
+def test_each_value_of_the_ping_urls_query_is_masked_as_written_logged_or_decoded(written, logged):
+    from sync.config import load_config
+
+    env = {"ATTIO_API_KEY": "attio-key-123456", "USERMAVEN_API_KEY": "um-key-123456",
+           "USERMAVEN_SERVER_TOKEN": "um-token-123456", "USERMAVEN_SITE_URL": "https://acme.example",
+           "SYNC_HEALTHCHECK_URL": f"https://hc-ping.example/{CHECK}?create=1&auth_key={written}"}
+    redact = Redactor(load_config(env).secrets)
+    assert redact(f"GET /{CHECK}/start?create=1&auth_key={logged}&rid=r1") in (
+        "GET /***/start?***&rid=r1", "GET /***/start?create=1&auth_key=***&rid=r1")  # the query whole, or its value
+    assert redact(f"GET /{CHECK}/start?rid=r1&auth_key={logged}") == "GET /***/start?rid=r1&auth_key=***"
+    assert redact(f"the key {logged} was refused") == "the key *** was refused"
 
 
 def test_a_monitor_that_is_down_does_not_fail_the_run(sandbox):

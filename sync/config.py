@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,7 +44,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SYNC_HEALTHCHECK_URL", None, secret=True),
 )
 NAMES = {s.name for s in SETTINGS}
-_CAPITAL_ESCAPES = re.compile(r"%[0-9a-fA-F]{2}")
 
 
 @dataclass(frozen=True)
@@ -80,10 +78,8 @@ class Config:
         # (`?auth_key=`), and a request log shows the path and query without the host.
         ping = urlparse(self.healthcheck_url or "")
         ping_path = ping.path.strip("/")
-        # Each value of its query as written, decoded, and with its escapes in capitals (urllib3 logs `%7E` for
-        # `%7e`).
-        raw = [part.partition("=")[2] for part in ping.query.split("&")]
-        ping_query = [*raw, *(_CAPITAL_ESCAPES.sub(lambda m: m[0].upper(), v) for v in raw),
+        # Each value of its query as written and decoded (the redactor adds the forms urllib3 logs).
+        ping_query = [*(part.partition("=")[2] for part in ping.query.split("&")),
                       *(value for _, value in parse_qsl(ping.query, keep_blank_values=True))]
         return [s for s in (token, self.attio_api_key, *parts, self.healthcheck_url,
                             ping_path if len(ping_path) > 1 else "", ping.password, ping.query, *ping_query) if s]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from urllib.parse import quote, quote_plus
 
@@ -10,17 +11,20 @@ MASK = "***"
 # Shorter values are not masked: an empty or one-letter "secret" would garble every message ("." in every
 # path, "c" in every word), and no real key or token is this short.
 MIN_SECRET_LENGTH = 8
+_ESCAPE = re.compile(r"%[0-9a-fA-F]{2}")
 
 
 class Redactor:
-    """Replaces every known secret (and its URL-encoded forms) with ***; values shorter than
-    MIN_SECRET_LENGTH are left alone."""
+    """Replaces every known secret (and its URL-encoded forms, and the secret with its %-escapes in capitals, as
+    urllib3 writes a URL it logs: `%7E` for `%7e`) with ***; values shorter than MIN_SECRET_LENGTH are left
+    alone."""
 
     def __init__(self, secrets: Iterable[str] = ()):
         forms: set[str] = set()
         for secret in secrets:
             if len(secret) >= MIN_SECRET_LENGTH:
-                forms.update({secret, quote(secret, safe=""), quote_plus(secret)})
+                forms.update({secret, quote(secret, safe=""), quote_plus(secret),
+                              _ESCAPE.sub(lambda m: m[0].upper(), secret)})
         # Longest first, so the joined token is masked whole before its parts.
         self._forms = sorted(forms, key=len, reverse=True)
 

@@ -324,6 +324,8 @@ def test_the_redactor_masks_real_secrets_and_leaves_empty_or_short_values_alone(
     text = "check the state at ./state.db (ab12)"
     assert redact(text) == text
     assert redact(f"Bearer {SECRETS['ATTIO_API_KEY']}") == "Bearer ***"
+    # A secret with %-escapes is masked as urllib3 logs it too, escapes in capitals (a ping URL's path, say).
+    assert Redactor(["/abc%7edef-1234"])("GET /abc%7Edef-1234/start") == "GET ***/start"
 
 
 def test_the_settings_repr_shows_no_secret():
